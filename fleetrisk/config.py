@@ -112,8 +112,10 @@ class ModelConfig:
 def load(path: str | Path | None = None) -> ModelConfig:
     """Load and validate a model config; ``None`` loads the packaged default."""
     if path is None:
-        text = resources.files("fleetrisk").joinpath("default_model.toml").read_text(
-            encoding="utf-8"
+        text = (
+            resources.files("fleetrisk")
+            .joinpath("default_model.toml")
+            .read_text(encoding="utf-8")
         )
         source = "default_model.toml"
     else:
@@ -140,7 +142,9 @@ def from_mapping(data: Mapping[str, Any], source: str = "<config>") -> ModelConf
 
     severity = _severity(data.get("severity", {}), source)
     alerts = _alerts(data.get("alerts", {}), source)
-    warranty = _settings(data.get("warranty", {}), WARRANTY_DEFAULTS, "warranty", source)
+    warranty = _settings(
+        data.get("warranty", {}), WARRANTY_DEFAULTS, "warranty", source
+    )
     run = _settings(data.get("run", {}), RUN_DEFAULTS, "run", source)
     components = _components(data.get("components", []), source)
     names = [c["name"] for c in components]

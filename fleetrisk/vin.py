@@ -42,10 +42,17 @@ REASONS = {
 _VALUE = np.zeros(256, dtype=np.int64)
 for _ch, _val in zip("0123456789", range(10)):
     _VALUE[ord(_ch)] = _val
-for _letters, _start in (("ABCDEFGH", 1), ("JKLMN", 1), ("PR", 7), ("STUVWXYZ", 2)):
-    for _offset, _ch in enumerate(_letters):
-        _VALUE[ord(_ch)] = _start + _offset
-_WEIGHTS = np.array([8, 7, 6, 5, 4, 3, 2, 10, 0, 9, 8, 7, 6, 5, 4, 3, 2], dtype=np.int64)
+for _letters, _values in (
+    ("ABCDEFGH", range(1, 9)),
+    ("JKLMN", range(1, 6)),
+    ("PR", (7, 9)),
+    ("STUVWXYZ", range(2, 10)),
+):
+    for _ch, _val in zip(_letters, _values):
+        _VALUE[ord(_ch)] = _val
+_WEIGHTS = np.array(
+    [8, 7, 6, 5, 4, 3, 2, 10, 0, 9, 8, 7, 6, 5, 4, 3, 2], dtype=np.int64
+)
 _CHECK_CHARS = np.frombuffer(b"0123456789X", dtype=np.uint8)
 
 _ALLOWED = np.zeros(256, dtype=bool)
@@ -71,9 +78,9 @@ def check_digit(vins: np.ndarray) -> np.ndarray:
     return _CHECK_CHARS[total % 11].view("S1")
 
 
-def normalize(values: pa.Array | pa.ChunkedArray | Sequence[str | None]) -> tuple[
-    np.ndarray, np.ndarray
-]:
+def normalize(
+    values: pa.Array | pa.ChunkedArray | Sequence[str | None],
+) -> tuple[np.ndarray, np.ndarray]:
     """Normalise raw VIN values and classify each one.
 
     Returns ``(vins, reason)``: ``vins`` is an ``S17`` array (meaningful where
@@ -82,8 +89,8 @@ def normalize(values: pa.Array | pa.ChunkedArray | Sequence[str | None]) -> tupl
     if not isinstance(values, (pa.Array, pa.ChunkedArray)):
         values = pa.array(list(values), type=pa.string())
     if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks() if values.num_chunks else pa.array(
-            [], pa.string()
+        values = (
+            values.combine_chunks() if values.num_chunks else pa.array([], pa.string())
         )
     if pa.types.is_dictionary(values.type):
         values = values.dictionary_decode()
@@ -94,13 +101,16 @@ def normalize(values: pa.Array | pa.ChunkedArray | Sequence[str | None]) -> tupl
     stripped = pc.utf8_trim(values.fill_null(""), " \t\n\r\x0b\x0c")
     upper = pc.ascii_upper(stripped)
     byte_length = pc.binary_length(upper).to_numpy(zero_copy_only=False)
+    char_length = pc.utf8_length(upper).to_numpy(zero_copy_only=False)
     count = len(upper)
 
     reason = np.zeros(count, dtype=np.int8)
-    reason[byte_length != VIN_LENGTH] = BAD_LENGTH
-    reason[missing | (byte_length == 0)] = MISSING
+    reason[char_length != VIN_LENGTH] = BAD_LENGTH
+    # 17 characters but more bytes: a non-ASCII character.
+    reason[(char_length == VIN_LENGTH) & (byte_length != VIN_LENGTH)] = BAD_CHARACTER
+    reason[missing | (char_length == 0)] = MISSING
     vins = np.zeros(count, dtype="S17")
-    right_length = byte_length == VIN_LENGTH
+    right_length = (byte_length == VIN_LENGTH) & (char_length == VIN_LENGTH)
     if right_length.any():
         codes = _fixed_width_codes(upper.filter(pa.array(right_length)))
         vins[right_length] = codes.copy().view("S17").ravel()
