@@ -63,7 +63,10 @@ def score_work(
     faults: Injector,
     progress: Callable[[int], None] | None = None,
 ) -> RankOutcome:
-    """Score a rank's shards in order, checkpointing as it goes."""
+    """Score a rank's shards in order, checkpointing as it goes.
+
+    ``progress`` is called with the size of each shard scored.
+    """
     n_components = len(config.component_names)
     n_reasons = int(config.run["reasons_per_lead"])
     attempts = int(config.run["shard_attempts"])
@@ -113,7 +116,7 @@ def score_work(
         if pending_count >= every:
             flush()
         if progress is not None:
-            progress(scored)
+            progress(int(size))
     flush()
     WHERE.shard = None
     return RankOutcome(

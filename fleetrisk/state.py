@@ -28,6 +28,7 @@ import h5py
 import numpy as np
 
 from .features import VehicleState
+from .registry import Dealers, Fleet
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,8 @@ class Generation:
     scores: ScoreStore
     cohort_cache: dict[tuple[str, int, str, str], int]
     meta: dict[str, Any]
+    fleet: Fleet | None = None  # last good registry, the fallback when unreadable
+    dealers: Dealers | None = None  # last good dealer directory
 
 
 class StateDir:
@@ -147,14 +150,27 @@ class StateDir:
         try:
             pointer = json.loads(self.current_path.read_text())
         except FileNotFoundError:
-            return Generation(
-                None,
-                VehicleState.empty(features),
-                ScoreStore.empty(n_components, n_reasons),
-                {},
-                {},
-            )
-        path = self.root / pointer["file"]
+            return _empty(features, n_components, n_reasons)
+        return self._load_file(self.root / pointer["file"], features)
+
+    def load_before(
+        self, night: dt.date, features: list[str], n_components: int, n_reasons: int
+    ) -> Generation | None:
+        """Load the newest kept generation older than ``night``.
+
+        Returns an empty generation when the state's first committed night is
+        ``night`` itself, and None when the generation needed was removed.
+        """
+        kept = sorted(self.root.glob("gen-*.h5"))
+        older = [p for p in kept if dt.date.fromisoformat(p.stem[4:]) < night]
+        if older:
+            return self._load_file(older[-1], features)
+        committed = [r["night"] for r in self.runs() if r.get("committed")]
+        if committed and dt.date.fromisoformat(min(committed)) >= night:
+            return _empty(features, n_components, n_reasons)
+        return None
+
+    def _load_file(self, path: Path, features: list[str]) -> Generation:
         with h5py.File(path, "r") as h5:
             vehicles = _read_vehicles(h5["vehicles"], features)
             scores = _read_scores(h5["scores"])
@@ -169,9 +185,10 @@ class StateDir:
                 )
             }
             meta = json.loads(h5.attrs["meta"])
-        return Generation(
-            dt.date.fromisoformat(pointer["night"]), vehicles, scores, cache, meta
-        )
+            fleet = _read_fleet(h5["fleet"]) if "fleet" in h5 else None
+            dealers = _read_dealers(h5["dealers"]) if "dealers" in h5 else None
+        night = dt.date.fromisoformat(path.stem[4:])
+        return Generation(night, vehicles, scores, cache, meta, fleet, dealers)
 
     def commit(self, generation: Generation) -> Path:
         """Write a generation atomically and point ``CURRENT`` at it."""
@@ -184,6 +201,10 @@ class StateDir:
             _write_vehicles(h5.create_group("vehicles"), generation.vehicles)
             _write_scores(h5.create_group("scores"), generation.scores)
             _write_cache(h5.create_group("cohorts"), generation.cohort_cache)
+            if generation.fleet is not None:
+                _write_fleet(h5.create_group("fleet"), generation.fleet)
+            if generation.dealers is not None:
+                _write_dealers(h5.create_group("dealers"), generation.dealers)
             h5.attrs["meta"] = json.dumps(generation.meta, sort_keys=True)
         _fsync_and_rename(temporary, final)
 
@@ -313,3 +334,51 @@ def _write_cache(
     group.create_dataset(
         "fingerprint", data=np.array([cache[k] for k in keys], np.uint64)
     )
+
+
+def _empty(features: list[str], n_components: int, n_reasons: int) -> Generation:
+    return Generation(
+        None,
+        VehicleState.empty(features),
+        ScoreStore.empty(n_components, n_reasons),
+        {},
+        {},
+    )
+
+
+_FLEET_ARRAYS = (
+    "vin", "model", "model_year", "powertrain", "in_service", "zip", "county",
+    "selling_dealer", "row_hash",
+)
+
+
+def _write_fleet(group: h5py.Group, fleet: Fleet) -> None:
+    for name in _FLEET_ARRAYS:
+        group.create_dataset(name, data=getattr(fleet, name))
+    _strings(group, "model_names", fleet.model_names)
+    _strings(group, "selling_dealer_ids", fleet.selling_dealer_ids)
+    group.attrs["rows_read"] = fleet.rows_read
+
+
+def _read_fleet(group: h5py.Group) -> Fleet:
+    return Fleet(
+        model_names=list(group["model_names"].asstr()[...]),
+        selling_dealer_ids=list(group["selling_dealer_ids"].asstr()[...]),
+        rows_read=int(group.attrs["rows_read"]),
+        **{name: group[name][...] for name in _FLEET_ARRAYS},
+    )
+
+
+def _write_dealers(group: h5py.Group, dealers: Dealers) -> None:
+    for name in ("dealer_id", "name", "zip", "state", "timezone"):
+        _strings(group, name, getattr(dealers, name))
+    group.create_dataset("lat", data=dealers.lat)
+    group.create_dataset("lon", data=dealers.lon)
+
+
+def _read_dealers(group: h5py.Group) -> Dealers:
+    texts = {
+        name: list(group[name].asstr()[...])
+        for name in ("dealer_id", "name", "zip", "state", "timezone")
+    }
+    return Dealers(lat=group["lat"][...], lon=group["lon"][...], **texts)

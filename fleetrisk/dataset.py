@@ -1,0 +1,147 @@
+"""The night's score table: every vehicle, rescored or carried forward.
+
+``build_scores_table`` turns the score store (one row per registry vehicle)
+into the Arrow table of the scores dataset, with reasons written out for
+leads; ``write_scores_dataset`` writes it as parquet partitioned by
+``severity`` (hive style), rows sorted by dealer id, then VIN.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .config import KIND_ALERT, KIND_DTC, SEVERITIES, ModelConfig
+from .registry import EPOCH, Fleet
+from .state import ScoreStore
+
+LEAD_MINIMUM = SEVERITIES.index("MODERATE")
+
+
+def vin_array(vins: np.ndarray) -> pa.Array:
+    """Convert an ``S17`` array to an Arrow string array without Python objects."""
+    count = len(vins)
+    offsets = np.arange(0, 17 * (count + 1), 17, dtype=np.int32)
+    data = np.ascontiguousarray(vins, dtype="S17").tobytes()
+    return pa.Array.from_buffers(
+        pa.string(), count, [None, pa.py_buffer(offsets.tobytes()), pa.py_buffer(data)]
+    )
+
+
+def _format_reason(config: ModelConfig, stressor: int, value: float) -> str:
+    label = config.stressor_labels[stressor]
+    if config.stressor_kind[stressor] in (KIND_DTC, KIND_ALERT):
+        return label
+    unit = config.stressor_units[stressor]
+    if float(value).is_integer():
+        text = f"{int(value)}"
+    else:
+        text = f"{value:.1f}"
+    return f"{label} {text} {unit}".rstrip()
+
+
+def reason_lists(
+    config: ModelConfig, reasons: np.ndarray, values: np.ndarray, is_lead: np.ndarray
+) -> pa.Array:
+    """Build the ``reasons`` list column: texts for leads, empty for the rest.
+
+    Each distinct (stressor, value) pair is formatted once.
+    """
+    count, slots = reasons.shape
+    use = (reasons >= 0) & is_lead[:, None]
+    lengths = use.sum(axis=1)
+    offsets = np.zeros(count + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    stressors = reasons[use].astype(np.int64)
+    shown = np.round(values[use], 1)
+    texts: list[str] = []
+    if len(stressors):
+        keys = np.stack([stressors.astype(float), shown], axis=1)
+        unique, inverse = np.unique(keys, axis=0, return_inverse=True)
+        formatted = np.array(
+            [_format_reason(config, int(s), float(v)) for s, v in unique], dtype=object
+        )
+        texts = formatted[inverse.ravel()].tolist()
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(texts, pa.string()))
+
+
+def build_scores_table(
+    config: ModelConfig,
+    store: ScoreStore,
+    night: dt.date,
+    changed: np.ndarray,
+    fleet: Fleet,
+    fleet_rows: np.ndarray,
+) -> pa.Table:
+    """Build the scores dataset table from the new score store.
+
+    ``fleet_rows`` gives each store row's fleet row; ``changed`` marks the
+    store rows rescored tonight.
+    """
+    count = len(store)
+    is_lead = store.severity >= LEAD_MINIMUM
+    dealer_index = np.where(store.dealer >= 0, store.dealer, -1)
+    dealer_dictionary = pa.array(store.dealer_vocab, pa.string())
+    dealer = pa.DictionaryArray.from_arrays(
+        pa.array(dealer_index, pa.int32(), mask=dealer_index < 0), dealer_dictionary
+    ).cast(pa.string())
+    top = pa.DictionaryArray.from_arrays(
+        pa.array(store.top.astype(np.int32)), pa.array(config.component_names)
+    ).cast(pa.string())
+    severity = pa.DictionaryArray.from_arrays(
+        pa.array(store.severity.astype(np.int32)), pa.array(SEVERITIES)
+    ).cast(pa.string())
+    columns = {
+        "run_date": pa.array(np.full(count, (night - EPOCH).days, np.int32)).cast(pa.date32()),
+        "vin": vin_array(store.vin),
+        "dealer_id": dealer,
+        "severity": severity,
+        "risk": pa.array(store.risk),
+        "top_component": top,
+        "revenue_usd": pa.array(np.round(store.revenue, 2)),
+        "reasons": reason_lists(config, store.reasons, store.reason_values, is_lead),
+        "warranty_expiring": pa.array(store.warranty),
+        "changed": pa.array(changed),
+        "scored_on": pa.array(store.scored_on).cast(pa.date32()),
+    }
+    for c, name in enumerate(config.component_names):
+        columns[f"p_{name}"] = pa.array(store.p[:, c])
+    columns["model"] = pa.DictionaryArray.from_arrays(
+        pa.array(fleet.model[fleet_rows]), pa.array(fleet.model_names, pa.string())
+    ).cast(pa.string())
+    columns["model_year"] = pa.array(fleet.model_year[fleet_rows])
+    columns["powertrain"] = pa.DictionaryArray.from_arrays(
+        pa.array(fleet.powertrain[fleet_rows].astype(np.int32)),
+        pa.array(["ICE", "HEV", "PHEV", "BEV"]),
+    ).cast(pa.string())
+    return pa.table(columns)
+
+
+SCORE_COLUMNS_EXCLUDED = ("model", "model_year", "powertrain", "severity")
+
+
+def write_scores_dataset(table: pa.Table, folder: Path, store: ScoreStore) -> list[Path]:
+    """Write ``scores/severity=<S>/part-0.parquet``, rows sorted by dealer and VIN."""
+    written = []
+    unassigned_last = np.where(store.dealer >= 0, store.dealer, np.iinfo(np.int32).max)
+    order = np.lexsort((store.vin, unassigned_last))
+    severity = store.severity[order]
+    keep = [name for name in table.column_names if name not in SCORE_COLUMNS_EXCLUDED]
+    ordered = table.select(keep).take(pa.array(order))
+    for code, name in enumerate(SEVERITIES):
+        rows = np.flatnonzero(severity == code)
+        part = folder / f"severity={name}"
+        part.mkdir(parents=True, exist_ok=True, mode=0o750)
+        path = part / "part-0.parquet"
+        pq.write_table(
+            ordered.take(pa.array(rows)),
+            path,
+            compression="zstd",
+            row_group_size=1 << 20,
+        )
+        written.append(path)
+    return written
