@@ -157,13 +157,6 @@ def _cast(
 ) -> pa.ChunkedArray:
     if pa.types.is_null(column.type):
         return pa.chunked_array([pa.nulls(len(column), type=kind)])
-    if pa.types.is_list(kind) and pa.types.is_list(column.type):
-        value_type = column.type.value_type
-        if pa.types.is_dictionary(value_type):
-            column = pa.chunked_array(
-                [_decode_list(chunk) for chunk in column.chunks], type=kind
-            )
-            return column
     try:
         return column.cast(kind, safe=False)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
@@ -180,8 +173,3 @@ def _cast(
         raise SourceError(
             source, f"column {name} of type {column.type} cannot be read as {kind}"
         ) from error
-
-
-def _decode_list(chunk: pa.Array) -> pa.Array:
-    values = chunk.values.cast(chunk.values.type.value_type)
-    return pa.ListArray.from_arrays(chunk.offsets, values, mask=chunk.is_null())

@@ -1,0 +1,1 @@
+"""Reference tables derived from public data; see README.md in this folder."""
