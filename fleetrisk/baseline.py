@@ -23,6 +23,7 @@ import logging
 
 import numpy as np
 
+from . import vin as vinlib
 from .config import POWERTRAINS, ModelConfig
 from .features import VehicleState
 from .registry import Fleet, day_number, mix, stable_hash
@@ -113,9 +114,8 @@ def compute(
     usable = in_window & (column >= 0)
     if usable.any():
         claim_vin = state.claim_vin[usable]
-        row = np.searchsorted(fleet.vin, claim_vin)
-        row = np.minimum(row, max(len(fleet) - 1, 0))
-        found = (len(fleet) > 0) & (fleet.vin[row] == claim_vin)
+        row = vinlib.lookup(fleet.vin, claim_vin)
+        found = row >= 0
         row, comp = row[found], column[usable][found]
         counted = eligible[row]
         pairs = np.unique(row[counted] * n_components + comp[counted])

@@ -189,7 +189,6 @@ def _nightly(args: argparse.Namespace) -> int:
         sns_topic_arn=args.sns_topic_arn,
     )
     os.umask(0o027)
-    options.out.mkdir(parents=True, exist_ok=True, mode=0o750)
     return run(options)
 
 

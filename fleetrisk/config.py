@@ -189,6 +189,22 @@ def from_mapping(data: Mapping[str, Any], source: str = "<config>") -> ModelConf
     )
 
 
+COMPONENT_KEYS = frozenset(
+    {"name", "label", "repair_cost_usd", "prior_alpha", "prior_beta", "powertrains"}
+)
+STRESSOR_KEYS = frozenset({"name", "label", "unit", "feature", "lo", "hi", "lr"})
+
+
+def _known_keys(entry: Any, known: frozenset[str], where: str, source: str) -> None:
+    if not isinstance(entry, Mapping):
+        raise ConfigError(f"{source}: {where} must be a table")
+    for key in entry:
+        if key not in known:
+            raise ConfigError(
+                f"{source}: unknown key {where}.{key}; expected one of {sorted(known)}"
+            )
+
+
 def _number(value: Any, key: str, source: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{source}: {key} = {value!r} is not a number")
@@ -268,6 +284,7 @@ def _components(entries: Any, source: str) -> list[dict[str, Any]]:
     components = []
     for index, entry in enumerate(entries):
         where = f"components[{index}]"
+        _known_keys(entry, COMPONENT_KEYS, where, source)
         name = entry.get("name")
         if not isinstance(name, str) or not name.isidentifier():
             raise ConfigError(
@@ -311,6 +328,7 @@ def _stressors(
     seen: set[str] = set()
     for index, entry in enumerate(entries):
         where = f"stressors[{index}]"
+        _known_keys(entry, STRESSOR_KEYS, where, source)
         name = entry.get("name")
         if not isinstance(name, str) or not name:
             raise ConfigError(f"{source}: {where}.name is missing")

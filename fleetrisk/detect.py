@@ -29,6 +29,7 @@ from .config import (
     SEVERITIES,
     ModelConfig,
 )
+from . import vin as vinlib
 from .features import VehicleState
 from .state import ScoreStore
 
@@ -83,10 +84,7 @@ class Changes:
 
 def previous_rows(store: ScoreStore, vins: np.ndarray) -> np.ndarray:
     """Return each VIN's row in the score store, -1 when absent."""
-    if len(store) == 0:
-        return np.full(len(vins), -1, dtype=np.int64)
-    rows = np.minimum(np.searchsorted(store.vin, vins), len(store) - 1)
-    return np.where(store.vin[rows] == vins, rows, -1).astype(np.int64)
+    return vinlib.lookup(store.vin, vins)
 
 
 def detect(
@@ -133,8 +131,8 @@ def detect(
         mark("dealer", known & (old_dealer != signature.dealer))
         if night.day == 1:
             mark("monthly_refresh", known & (store.severity[rows] >= HIGH))
-    mark("telematics", np.isin(fleet_vin, touched))
-    mark("maintenance", np.isin(fleet_vin, maintained))
+    mark("telematics", vinlib.member(touched, fleet_vin))
+    mark("maintenance", vinlib.member(maintained, fleet_vin))
     if config_changed:
         mark("config", np.ones(count, dtype=bool))
     if full:

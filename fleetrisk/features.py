@@ -124,18 +124,25 @@ class VehicleState:
 
     def insert(self, vins: np.ndarray) -> None:
         """Add VINs not yet in the state, keeping it sorted."""
-        new = np.setdiff1d(vins, self.vin)
+        candidates = vinlib.unique(vins)
+        new = candidates[~vinlib.member(self.vin, candidates)]
         if len(new) == 0:
             return
-        merged = np.union1d(self.vin, new)
-        old_rows = np.searchsorted(merged, self.vin)
-        count = len(merged)
+        count = len(self.vin) + len(new)
+        # Merge two sorted arrays: the new VINs land at these merged positions.
+        new_rows = np.searchsorted(self.vin, new) + np.arange(len(new))
+        is_new = np.zeros(count, dtype=bool)
+        is_new[new_rows] = True
+        old_rows = np.flatnonzero(~is_new)
 
         def grow(array: np.ndarray, fill: object) -> np.ndarray:
             out = np.full(count, fill, dtype=array.dtype)
             out[old_rows] = array
             return out
 
+        merged = np.empty(count, dtype="S17")
+        merged[old_rows] = self.vin
+        merged[new_rows] = new
         self.vin = merged
         self.tele_date = grow(self.tele_date, NO_DATE)
         self.tele_hash = grow(self.tele_hash, 0)
@@ -148,8 +155,8 @@ class VehicleState:
         self.maint_dealer = grow(self.maint_dealer, -1)
 
     def rows_of(self, vins: np.ndarray) -> np.ndarray:
-        """Return state rows of VINs that are in the state."""
-        return np.searchsorted(self.vin, vins)
+        """Return the state rows of VINs (-1 for VINs not in the state)."""
+        return vinlib.lookup(self.vin, vins)
 
     def prune_claims(self, night: dt.date) -> None:
         """Drop claims too old to reach any future baseline."""
@@ -230,7 +237,7 @@ def fold_telematics(
             reason == code,
             partition,
         )
-    touched = np.unique(vins[keep])
+    touched = vinlib.unique(vins[keep])
 
     date = (
         table.column("date")
@@ -390,7 +397,7 @@ def fold_maintenance(
             reason == code,
             partition,
         )
-    touched = np.unique(vins[keep])
+    touched = vinlib.unique(vins[keep])
 
     event_date = (
         table.column("event_date")

@@ -242,6 +242,7 @@ def _prepare_on_root(
     n_reasons = int(config.run["reasons_per_lead"])
     empty = ShardResults.empty(n_components, n_reasons)
     state_dir.ensure()
+    options.out.mkdir(parents=True, exist_ok=True, mode=0o750)
     try:
         prepared = prepare(lake, state_dir, options.night, config, options.full, timer)
     except NightError as error:

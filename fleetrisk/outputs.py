@@ -136,8 +136,14 @@ def leads_table(
     base = prepared.base.scores
     is_lead = (store.severity >= LEAD_MINIMUM) & (store.dealer >= 0)
     rows = np.flatnonzero(is_lead)
+    # Sort on the published revenue (whole cents) so ties order by VIN.
     order = np.lexsort(
-        (store.vin[rows], -store.revenue[rows], -store.severity[rows].astype(np.int64), store.dealer[rows])
+        (
+            store.vin[rows],
+            -np.round(store.revenue[rows], 2),
+            -store.severity[rows].astype(np.int64),
+            store.dealer[rows],
+        )
     )
     rows = rows[order]
     previous = prepared.changes.previous[merged.fleet_rows[rows]]
@@ -227,23 +233,18 @@ def render_dealers(
 ) -> dict[str, str]:
     """Write the dealer folders of the given dealer rows; return write times."""
     written: dict[str, str] = {}
-    lead_dealer = leads.column("dealer_id").to_numpy(zero_copy_only=False) if leads.num_rows else np.empty(0, object)
-    resolved_dealer = resolved.column("dealer_id").to_numpy(zero_copy_only=False) if resolved.num_rows else np.empty(0, object)
-    lead_ids = np.array(lead_dealer, dtype=object)
-    starts = {}
-    if len(lead_ids):
-        boundaries = np.flatnonzero(lead_ids[1:] != lead_ids[:-1]) + 1
-        edges = np.concatenate([[0], boundaries, [len(lead_ids)]])
-        starts = {lead_ids[b]: (int(b), int(e)) for b, e in zip(edges[:-1], edges[1:])}
+    lead_ranges = _dealer_ranges(leads)
+    resolved = resolved.sort_by("dealer_id") if resolved.num_rows else resolved
+    resolved_ranges = _dealer_ranges(resolved)
     for row in mine:
         dealer = dealers[row]
         dealer_id = dealer["dealer_id"]
-        begin, end = starts.get(dealer_id, (0, 0))
-        mask = resolved_dealer == dealer_id
+        begin, end = lead_ranges.get(dealer_id, (0, 0))
+        gone_begin, gone_end = resolved_ranges.get(dealer_id, (0, 0))
         write_dealer_outputs(
             dealer,
             leads.slice(begin, end - begin),
-            resolved.filter(pa.array(mask)) if len(mask) else resolved,
+            resolved.slice(gone_begin, gone_end - gone_begin),
             night,
             folder / dealer_id,
             components,
@@ -251,6 +252,22 @@ def render_dealers(
         )
         written[dealer_id] = dt.datetime.now(dt.UTC).isoformat()
     return written
+
+
+def _dealer_ranges(table: pa.Table) -> dict[str, tuple[int, int]]:
+    """Return dealer id -> (first row, end row) of a table sorted by dealer_id."""
+    if table.num_rows == 0:
+        return {}
+    ids = table.column("dealer_id").combine_chunks()
+    encoded = pc.dictionary_encode(ids)
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    boundaries = np.flatnonzero(codes[1:] != codes[:-1]) + 1
+    edges = np.concatenate([[0], boundaries, [len(codes)]])
+    names = encoded.dictionary.to_pylist()
+    return {
+        names[codes[begin]]: (int(begin), int(end))
+        for begin, end in zip(edges[:-1], edges[1:])
+    }
 
 
 def leads_by_region(leads: pa.Table, dealers: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

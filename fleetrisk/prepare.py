@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from . import baseline, detect, milestones, partition, segment, weather
+from . import vin as vinlib
 from .config import ModelConfig
 from .features import KNOWN_FEATURES, VehicleState, fold_maintenance, fold_telematics
 from .features import read_maintenance, read_telematics
@@ -114,10 +115,10 @@ def prepare(
                 sink.append(folder(vehicles, table, part, night, rejects))
                 read[source].append(part.date.isoformat())
         vehicles.prune_claims(night)
-        touched_vins = np.unique(np.concatenate(touched)) if touched else np.empty(0, "S17")
-        maintained_vins = np.unique(np.concatenate(maintained)) if maintained else np.empty(0, "S17")
+        touched_vins = vinlib.unique(np.concatenate(touched)) if touched else np.empty(0, "S17")
+        maintained_vins = vinlib.unique(np.concatenate(maintained)) if maintained else np.empty(0, "S17")
         state_rows = vehicles.rows_of(fleet.vin)
-        not_in_registry = int(np.count_nonzero(~np.isin(touched_vins, fleet.vin)))
+        not_in_registry = int(np.count_nonzero(~vinlib.member(fleet.vin, touched_vins)))
 
         alerts = weather.load_alerts(lake, night, config.alert_groups)
         if alerts.degraded:

@@ -95,4 +95,4 @@ def lead_order(
     severity: np.ndarray, revenue: np.ndarray, vin: np.ndarray
 ) -> np.ndarray:
     """Return the lead order: severity descending, revenue descending, VIN."""
-    return np.lexsort((vin, -revenue, -severity.astype(np.int64)))
+    return np.lexsort((vin, -np.round(revenue, 2), -severity.astype(np.int64)))

@@ -213,9 +213,16 @@ class StateDir:
             previous = json.loads(self.current_path.read_text()).get("file")
         pointer = {"night": generation.night.isoformat(), "file": name}
         write_text_atomic(self.current_path, json.dumps(pointer) + "\n")
-        # Keep the previous generation one more night for inspection.
+        # Keep the previous generation and the newest one older than this
+        # night, which a rerun of this night builds on.
+        older = [
+            p.name
+            for p in sorted(self.root.glob("gen-*.h5"))
+            if dt.date.fromisoformat(p.stem[4:]) < generation.night
+        ]
+        keep = {name, previous, *older[-1:]}
         for old in sorted(self.root.glob("gen-*.h5")):
-            if old.name not in (name, previous):
+            if old.name not in keep:
                 old.unlink()
         log.info("state committed: night %s in %s", generation.night, final)
         return final
