@@ -43,16 +43,24 @@ def _score_one(
     severity_out: np.ndarray,
     reason_out: np.ndarray,
     x: np.ndarray,
+    active: np.ndarray,
+    best: np.ndarray,
 ) -> None:
     n_stressors = values.shape[1]
     n_components = p0.shape[1]
+    # Only stressors with x > 0 change anything: a factor of exactly 1.0
+    # leaves the product bit for bit the same, so skipping them is exact.
+    n_active = 0
     for s in range(n_stressors):
         value = values[v, s]
         if math.isnan(value):
-            x[s] = 0.0
-        else:
-            t = (value - lo[s]) / span[s]
-            x[s] = 0.0 if t < 0.0 else (1.0 if t > 1.0 else t)
+            continue
+        t = (value - lo[s]) / span[s]
+        if t <= 0.0:
+            continue
+        x[s] = 1.0 if t > 1.0 else t
+        active[n_active] = s
+        n_active += 1
 
     survive = 1.0
     revenue = 0.0
@@ -66,7 +74,8 @@ def _score_one(
             p = 1.0
         else:
             odds = prior / (1.0 - prior)
-            for s in range(n_stressors):
+            for k in range(n_active):
+                s = active[k]
                 odds *= 1.0 + lr_minus_one[s, c] * x[s]
             p = odds / (1.0 + odds)
         p_out[v, c] = p
@@ -85,13 +94,18 @@ def _score_one(
             severity = level + 1
     severity_out[v] = severity
 
-    # Reasons: insertion into a short sorted list of the largest log terms.
+    # Reasons: insertion into a short sorted list of the largest log terms,
+    # in stressor order so that a tie keeps the earlier stressor.
     n_reasons = reason_out.shape[1]
-    best = np.full(n_reasons, -1.0)
     for r in range(n_reasons):
         reason_out[v, r] = NO_REASON
-    for s in range(n_stressors):
-        term = math.log(1.0 + lr_minus_one[s, top] * x[s])
+        best[r] = -1.0
+    for k in range(n_active):
+        s = active[k]
+        step = lr_minus_one[s, top] * x[s]
+        if step <= 0.0:
+            continue
+        term = math.log(1.0 + step)
         if term <= 0.0:
             continue
         slot = n_reasons
@@ -104,6 +118,10 @@ def _score_one(
             reason_out[v, r] = reason_out[v, r - 1]
         best[slot] = term
         reason_out[v, slot] = s
+
+    # Leave the scratch intensities all zero for the next vehicle.
+    for k in range(n_active):
+        x[active[k]] = 0.0
 
 
 @numba.njit(parallel=True, cache=True, boundscheck=False)
@@ -127,24 +145,13 @@ def _score_all(
     for chunk in numba.prange(n_chunks):
         start = chunk * n // n_chunks
         stop = (chunk + 1) * n // n_chunks
-        x = np.empty(values.shape[1])
+        x = np.zeros(values.shape[1])
+        active = np.empty(values.shape[1], dtype=np.int64)
+        best = np.empty(reason_out.shape[1])
         for v in range(start, stop):
             _score_one(
-                v,
-                values,
-                p0,
-                lo,
-                span,
-                lr_minus_one,
-                cost,
-                bounds,
-                p_out,
-                risk_out,
-                revenue_out,
-                top_out,
-                severity_out,
-                reason_out,
-                x,
+                v, values, p0, lo, span, lr_minus_one, cost, bounds, p_out, risk_out,
+                revenue_out, top_out, severity_out, reason_out, x, active, best,
             )
 
 

@@ -23,6 +23,7 @@ import datetime as dt
 import json
 import logging
 import os
+import resource
 import signal
 import shutil
 import socket
@@ -436,14 +437,16 @@ def _finish(
             Path(decision["staging"]) / "dealers", _components(config),
             deadlines.night_start_utc(options.night),
         )
-        everything = comm.gather(written, root=0)
+        peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        everything = comm.gather((written, peak_rss), root=0)
     if rank != 0:
         return int(comm.bcast(None, root=0))
 
     assert prepared is not None and everything is not None
     written_all: dict[str, str] = {}
-    for part in everything:
+    for part, _ in everything:
         written_all.update(part)
+    context["peak_rss_bytes"] = [rss for _, rss in everything]
     code = _publish_and_commit(
         options, config, prepared, context, written_all, dead_letters, alerts, timer,
         started_utc, started_s, throughput, state_dir, faults, size,
@@ -568,7 +571,7 @@ def _publish_and_commit(
         staging.write_json("dead_letters.json", dead_letters)
         alerts.write(staging.path / "alerts.json")
 
-        summary = _summary(options, config, prepared, merged, leads, dealers, timer, started_utc, finished_utc, throughput, alerts, ranks, sla)
+        summary = _summary(options, config, prepared, merged, leads, dealers, timer, started_utc, finished_utc, throughput, alerts, ranks, sla, context["peak_rss_bytes"])
         write_summary(summary, staging.path)
         metrics = _metrics(summary, elapsed_s, rate, prepared)
         monitor.MetricsWriter(staging.path / "metrics.prom").write(metrics)
@@ -655,6 +658,7 @@ def _summary(
     alerts: monitor.Alerts,
     ranks: int,
     sla: dict[str, Any],
+    context_rss: list[int],
 ) -> dict[str, Any]:
     elapsed_h = (finished_utc - started_utc).total_seconds() / 3600.0
     nodes = int(os.environ.get("SLURM_JOB_NUM_NODES", "1"))
@@ -706,6 +710,9 @@ def _summary(
         "cohorts": len(prepared.cohorts.names),
         "cohorts_recomputed": prepared.cohorts.recomputed(prepared.base.cohort_cache),
         "baseline_date": prepared.cohorts.baseline_date.isoformat(),
+        # Peak resident memory of each rank up to the report stage (getrusage).
+        "peak_rss_bytes_per_rank": context_rss,
+        "peak_rss_bytes_total": int(sum(context_rss)),
     }
 
 
