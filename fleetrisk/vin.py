@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
+import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -130,23 +131,48 @@ def _fixed_width_codes(array: pa.Array) -> np.ndarray:
 
 def _classify(codes: np.ndarray) -> np.ndarray:
     """Classify ``(n, 17)`` upper-cased byte rows; see the reason codes."""
-    reason = np.zeros(len(codes), dtype=np.int8)
-    forbidden = _FORBIDDEN[codes].any(axis=1)
-    bad_character = ~(_ALLOWED[codes] | _FORBIDDEN[codes]).all(axis=1)
-    placeholder = (codes == ord("0")).all(axis=1)
+    return _classify_rows(
+        np.ascontiguousarray(codes), _VALUE, _WEIGHTS, _ALLOWED, _FORBIDDEN, _CHECK_CHARS
+    )
 
-    north_american = (codes[:, 0] >= ord("1")) & (codes[:, 0] <= ord("5"))
-    checkable = north_american & ~forbidden & ~bad_character & ~placeholder
-    wrong_check = np.zeros(len(codes), dtype=bool)
-    if checkable.any():
-        rows = codes[checkable]
-        expected = check_digit(rows.copy().view("S17").ravel()).view(np.uint8)
-        wrong_check[checkable] = rows[:, 8] != expected
 
-    reason[wrong_check] = BAD_CHECK_DIGIT
-    reason[forbidden] = FORBIDDEN_LETTER
-    reason[bad_character] = BAD_CHARACTER
-    reason[placeholder] = PLACEHOLDER
+@numba.njit(cache=True)
+def _classify_rows(
+    codes: np.ndarray,
+    value: np.ndarray,
+    weights: np.ndarray,
+    allowed: np.ndarray,
+    forbidden: np.ndarray,
+    check_chars: np.ndarray,
+) -> np.ndarray:
+    """Apply the VIN rules row by row in one pass (same order as the docstring).
+
+    Precedence when several apply: placeholder, bad character, forbidden
+    letter, then wrong check digit.
+    """
+    reason = np.zeros(codes.shape[0], dtype=np.int8)
+    for row in range(codes.shape[0]):
+        has_forbidden = False
+        has_bad = False
+        all_zero = True
+        total = 0
+        for position in range(VIN_LENGTH):
+            code = codes[row, position]
+            if forbidden[code]:
+                has_forbidden = True
+            elif not allowed[code]:
+                has_bad = True
+            if code != 48:  # "0"
+                all_zero = False
+            total += value[code] * weights[position]
+        if all_zero:
+            reason[row] = PLACEHOLDER
+        elif has_bad:
+            reason[row] = BAD_CHARACTER
+        elif has_forbidden:
+            reason[row] = FORBIDDEN_LETTER
+        elif 49 <= codes[row, 0] <= 53 and codes[row, 8] != check_chars[total % 11]:
+            reason[row] = BAD_CHECK_DIGIT
     return reason
 
 
