@@ -37,22 +37,47 @@ def _date(text: str) -> dt.date:
 
 def _positive(text: str) -> int:
     try:
-        value = int(text)
+        value = int(text.replace("_", ""))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid count {text!r}; expected a whole number") from None
+        raise argparse.ArgumentTypeError(
+            f"invalid count {text!r}; write a whole number of 1 or more, for example 1000"
+        ) from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"invalid count {value}; it must be at least 1")
+        raise argparse.ArgumentTypeError(f"invalid count {value}; it must be 1 or more")
     return value
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid integer {text!r}; write a whole number, for example 42"
+        ) from None
 
 
 def _fraction(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid fraction {text!r}; expected a number") from None
+        raise argparse.ArgumentTypeError(
+            f"invalid fraction {text!r}; write a number from 0 to 1, for example 0.25"
+        ) from None
     if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"invalid fraction {value}; it must lie in [0, 1]")
+        raise argparse.ArgumentTypeError(
+            f"invalid fraction {value}; it must be from 0 to 1, for example 0.25"
+        )
     return value
+
+
+def _s3_url(text: str) -> str:
+    bucket = text.removeprefix("s3://").partition("/")[0]
+    if not text.startswith("s3://") or not bucket:
+        raise argparse.ArgumentTypeError(
+            f"invalid S3 URL {text!r}; write s3://BUCKET or s3://BUCKET/PREFIX,"
+            " for example s3://fleet-outputs/nightly"
+        )
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,14 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
         " maintenance and weather partitions) built on real reference data. Writing"
         " again with a later --end adds the missing days.",
     )
-    synth.add_argument("--lake", required=True, type=Path, help="lake folder to write")
-    synth.add_argument("--vehicles", type=_positive, default=10_000, help="fleet size in vehicles (default 10000)")
-    synth.add_argument("--dealers", type=_positive, default=100, help="number of dealers (default 100)")
-    synth.add_argument("--days", type=_positive, default=7, help="daily partitions to write, ending at --end (default 7)")
+    synth.add_argument("--lake", required=True, type=Path, help="lake folder to write; an existing lake gets the days it lacks")
+    synth.add_argument("--vehicles", type=_positive, default=10_000, help="fleet size, in vehicles (default 10000)")
+    synth.add_argument("--dealers", type=_positive, default=100, help="number of dealers in the directory (default 100)")
+    synth.add_argument("--days", type=_positive, default=7, help="number of daily partitions to write, in days, ending at --end (default 7)")
     synth.add_argument("--end", type=_date, required=True, help="date of the last partition, YYYY-MM-DD; the lake is ready for the night after it")
-    synth.add_argument("--seed", type=int, default=1, help="random seed; the same seed writes the same lake (default 1)")
-    synth.add_argument("--changed-fraction", type=_fraction, default=1 / 3, help="share of the fleet reporting telematics each day, 0-1 (default 0.333)")
-    synth.add_argument("--bad-row-rate", type=_fraction, default=0.0002, help="share of telematics and maintenance rows made invalid, 0-1 (default 0.0002)")
+    synth.add_argument("--seed", type=_integer, default=1, help="random seed, an integer; the same seed and sizes write the same lake (default 1)")
+    synth.add_argument("--changed-fraction", type=_fraction, default=1 / 3, help="fraction of the fleet that reports telematics each day, from 0 to 1 (default 0.333)")
+    synth.add_argument("--bad-row-rate", type=_fraction, default=0.0002, help="fraction of telematics and maintenance rows written invalid, from 0 to 1 (default 0.0002, 0.2 per 1,000)")
 
     nightly = commands.add_parser(
         "nightly",
@@ -88,23 +113,23 @@ def build_parser() -> argparse.ArgumentParser:
         " directly, or under mpirun/mpiexec/srun for several ranks.",
     )
     nightly.add_argument("--lake", required=True, help="data lake folder or s3://bucket/prefix")
-    nightly.add_argument("--state", required=True, type=Path, help="state folder (scores store, checkpoints, watermark)")
-    nightly.add_argument("--out", required=True, type=Path, help="output folder; the night goes to OUT/DATE")
+    nightly.add_argument("--state", required=True, type=Path, help="state folder: scores store, feature state, checkpoints, watermark; created when missing")
+    nightly.add_argument("--out", required=True, type=Path, help="output folder; the night is published as OUT/DATE, a symbolic link switched atomically")
     nightly.add_argument("--date", type=_date, help="the night, YYYY-MM-DD; reads partitions up to the day before (default: today in America/New_York)")
-    nightly.add_argument("--config", type=Path, help="model config TOML (default: the packaged model)")
-    nightly.add_argument("--full", action="store_true", help="rescore every vehicle instead of the changed ones")
+    nightly.add_argument("--config", type=Path, help="model config, a TOML file (default: the packaged fleetrisk/default_model.toml)")
+    nightly.add_argument("--full", action="store_true", help="rescore every vehicle, not only those whose inputs changed")
     resume = nightly.add_mutually_exclusive_group()
     resume.add_argument("--resume", dest="resume", action="store_true", default=True, help="resume from this night's checkpoints (default)")
     resume.add_argument("--no-resume", dest="resume", action="store_false", help="discard this night's checkpoints and score from the start")
-    nightly.add_argument("--accept-error-rate", action="store_true", help="publish even when rejected input rows exceed the error budget")
-    nightly.add_argument("--publish", metavar="S3_URL", help="also upload the outputs to s3://bucket/prefix (server-side encrypted)")
-    nightly.add_argument("--alert-command", help="command run for each alert, with the alert JSON on stdin")
-    nightly.add_argument("--sns-topic-arn", help="SNS topic that receives each alert")
+    nightly.add_argument("--accept-error-rate", action="store_true", help="publish even when rejected input rows exceed the error budget (config run.error_budget_per_1000, 1 per 1,000 by default)")
+    nightly.add_argument("--publish", metavar="S3_URL", type=_s3_url, help="also upload the published night to S3_URL/DATE/, encrypted with SSE-S3 (AES256); endpoint and credentials come from the standard AWS settings, AWS_ENDPOINT_URL included")
+    nightly.add_argument("--alert-command", metavar="COMMAND", help="command line (split like a shell) run once per alert with the alert as JSON on stdin; stopped after 10 s")
+    nightly.add_argument("--sns-topic-arn", metavar="ARN", help="ARN of an SNS topic that receives each alert as JSON")
 
     status = commands.add_parser("status", help="show recent nights and a running one", description="Show the last nights recorded in a state folder and the progress of a running night.")
-    status.add_argument("--state", required=True, type=Path, help="state folder")
-    status.add_argument("--last", type=_positive, default=7, help="nights to show (default 7)")
-    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.add_argument("--state", required=True, type=Path, help="state folder of the nightly runs")
+    status.add_argument("--last", type=_positive, default=7, help="number of most recent nights to list (default 7)")
+    status.add_argument("--json", action="store_true", help="print the runs and the running night as JSON instead of a table")
 
     verify = commands.add_parser(
         "verify",
@@ -115,9 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--lake", required=True, help="data lake folder or s3://bucket/prefix")
     verify.add_argument("--state", required=True, type=Path, help="state folder whose committed night is checked")
     verify.add_argument("--date", required=True, type=_date, help="the committed night to check, YYYY-MM-DD")
-    verify.add_argument("--config", type=Path, help="model config TOML (default: the packaged model)")
-    verify.add_argument("--sample", type=_positive, help="compare this many random vehicles (default: all)")
-    verify.add_argument("--seed", type=int, default=0, help="random seed of the sample (default 0)")
+    verify.add_argument("--config", type=Path, help="model config, a TOML file; use the one the night was scored with (default: the packaged fleetrisk/default_model.toml)")
+    verify.add_argument("--sample", type=_positive, help="number of randomly chosen vehicles to compare (default: every vehicle)")
+    verify.add_argument("--seed", type=_integer, default=0, help="random seed of the sample, an integer (default 0)")
     return parser
 
 

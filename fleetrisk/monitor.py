@@ -491,9 +491,9 @@ class Progress:
     """Log progress of ``total`` vehicles at 25, 50, 75, 90 and 100 %.
 
     Each log line gives vehicles done, vehicles per second since the start
-    and the estimated time left. When ``stream`` is a terminal (and ``bar`` is
-    not False) a tqdm bar is drawn, else a rich bar, else none: neither
-    package is a dependency of fleetrisk.
+    and the estimated time left. When ``stream`` (default stderr) is a
+    terminal and ``bar`` is not False, a tqdm progress bar is drawn there
+    as well. When it is a file or a pipe, only the log lines are written.
     """
 
     def __init__(
@@ -546,22 +546,19 @@ class Progress:
         """Add ``vehicles`` to the count done and log any threshold crossed.
 
         When one update crosses several thresholds, one line is logged for
-        the highest of them.
+        each of them, all with the figures after the update.
         """
         if vehicles < 0:
             raise ValueError(f"progress update must be 0 or more, got {vehicles}")
         self.done += vehicles
         if self._bar is not None:
             self._bar.update(vehicles)
-        crossed = None
         while (
             self._next_mark < len(PROGRESS_PERCENTS)
             and self.percent_complete >= PROGRESS_PERCENTS[self._next_mark]
         ):
-            crossed = PROGRESS_PERCENTS[self._next_mark]
+            self._log(PROGRESS_PERCENTS[self._next_mark])
             self._next_mark += 1
-        if crossed is not None:
-            self._log(crossed)
 
     def metrics(self) -> dict[str, float]:
         """Return the progress figures as :class:`MetricsWriter` keys."""
@@ -595,35 +592,20 @@ def _is_terminal(stream: IO[str]) -> bool:
         return False
 
 
-class _RichBar:
-    """Adapter giving a rich progress bar tqdm's update/close methods."""
-
-    def __init__(self, total: int, label: str, stream: IO[str]) -> None:
-        from rich.console import Console
-        from rich.progress import Progress as RichProgress
-
-        self._progress = RichProgress(console=Console(file=stream))
-        self._task = self._progress.add_task(label, total=total)
-        self._progress.start()
-
-    def update(self, count: int) -> None:
-        self._progress.advance(self._task, count)
-
-    def close(self) -> None:
-        self._progress.stop()
-
-
 def _open_bar(total: int, label: str, stream: IO[str]) -> Any:
-    # NOTE: neither tqdm nor rich is installed in the project venv, so the
-    # two branches below run only where one of them is.
     try:
         from tqdm import tqdm
     except ImportError:
-        pass
-    else:
-        return tqdm(total=total, unit=" " + label, unit_scale=True, file=stream)
-    try:
-        return _RichBar(total, label, stream)
-    except ImportError:
-        logger.debug("no progress bar: neither tqdm nor rich is installed")
+        logger.warning(
+            "no progress bar: tqdm is not installed (pip install tqdm); "
+            "progress is logged at 25, 50, 75, 90 and 100 %%"
+        )
         return None
+    return tqdm(
+        total=total,
+        unit=" " + label,
+        unit_scale=True,
+        file=stream,
+        mininterval=0.5,
+        dynamic_ncols=True,
+    )

@@ -45,7 +45,7 @@ from .dataset import build_scores_table, write_scores_dataset
 from .faults import Injector
 from .lake import Lake, SourceError
 from .prepare import NightError, Prepared, checkpoint_folder, prepare
-from .publish import Staging, upload_s3
+from .publish import S3PublishError, Staging, upload_s3
 from .registry import day_number
 from .report.salesforce import write_salesforce_csv
 from .report.summary import write_summary
@@ -224,6 +224,7 @@ def _write_progress(options: Options, progress: monitor.Progress) -> None:
             {
                 "night": options.night.isoformat(),
                 "pid": os.getpid(),
+                "host": socket.gethostname(),
                 "vehicles_done": progress.done,
                 "vehicles_total": progress.total,
                 "percent_complete": figures["percent_complete"],
@@ -571,7 +572,12 @@ def _publish_and_commit(
         staging.write_json("dead_letters.json", dead_letters)
         alerts.write(staging.path / "alerts.json")
 
-        summary = _summary(options, config, prepared, merged, leads, dealers, timer, started_utc, finished_utc, throughput, alerts, ranks, sla, context["peak_rss_bytes"])
+        sizes = [(path, path.stat().st_size) for path in staging.files()]
+        output_bytes = sum(size for _, size in sizes)
+        dealer_bytes = sum(
+            size for path, size in sizes if path.relative_to(staging.path).parts[0] == "dealers"
+        )
+        summary = _summary(options, config, prepared, merged, leads, dealers, timer, started_utc, finished_utc, throughput, alerts, ranks, sla, context["peak_rss_bytes"], output_bytes, dealer_bytes)
         write_summary(summary, staging.path)
         metrics = _metrics(summary, elapsed_s, rate, prepared)
         monitor.MetricsWriter(staging.path / "metrics.prom").write(metrics)
@@ -625,7 +631,13 @@ def _publish_and_commit(
         )
     if options.publish:
         with timer("upload"):
-            upload_s3(link.resolve(), options.publish, night)
+            try:
+                upload_s3(link.resolve(), options.publish, night)
+            except S3PublishError as error:
+                alerts.add("error", "s3-upload-failed", str(error))
+                alerts.write(link.resolve().parent / f"{link.name}.s3-alerts.json")
+                log.error("night %s is published locally but not on S3: %s", night, error)
+                return EXIT_FAILED
     log.info(
         "night %s done in %.1f s: %d vehicles, %d rescored, %d leads -> %s",
         night, time.perf_counter() - started_s, len(prepared.fleet), scored, leads.num_rows, link,
@@ -659,6 +671,8 @@ def _summary(
     ranks: int,
     sla: dict[str, Any],
     context_rss: list[int],
+    output_bytes: int,
+    dealer_bytes: int,
 ) -> dict[str, Any]:
     elapsed_h = (finished_utc - started_utc).total_seconds() / 3600.0
     nodes = int(os.environ.get("SLURM_JOB_NUM_NODES", "1"))
@@ -666,6 +680,10 @@ def _summary(
     on_demand = node_hours * float(config.run["on_demand_usd_per_hour"])
     spot = node_hours * float(config.run["spot_usd_per_hour"])
     vehicles = max(len(prepared.fleet), 1)
+    # Storage: this night's outputs kept for a month, charged per night;
+    # transfer: the dealer files sent out of the cloud to the dealers.
+    storage = output_bytes / 1e9 * float(config.run["storage_usd_per_gb_month"]) / 30.0
+    transfer = dealer_bytes / 1e9 * float(config.run["transfer_usd_per_gb"])
     return {
         "run_date": options.night.isoformat(),
         "started_utc": started_utc.isoformat(),
@@ -688,9 +706,13 @@ def _summary(
             "node_hours": round(node_hours, 6),
             "on_demand_usd": round(on_demand, 6),
             "spot_usd": round(spot, 6),
-            "storage_usd": 0.0,
-            "transfer_usd": 0.0,
-            "per_million_vehicles_usd": round(on_demand / vehicles * 1e6, 6),
+            "on_demand_usd_per_hour": float(config.run["on_demand_usd_per_hour"]),
+            "spot_usd_per_hour": float(config.run["spot_usd_per_hour"]),
+            "storage_usd": round(storage, 8),
+            "transfer_usd": round(transfer, 8),
+            "output_bytes": output_bytes,
+            "per_million_vehicles_usd": round((on_demand + storage + transfer) / vehicles * 1e6, 6),
+            "per_million_vehicles_spot_usd": round((spot + storage + transfer) / vehicles * 1e6, 6),
         },
         "rejects": prepared.rejects.by_source(),
         "reject_reasons": prepared.rejects.by_reason(),

@@ -14,12 +14,17 @@ manifest uploaded last so a consumer that waits for it sees every file.
 
 from __future__ import annotations
 
+import ctypes
+import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
 import os
 import shutil
+import sys
+import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -85,6 +90,9 @@ class Staging:
         """Move the staging folder into place and switch ``OUT/<name>`` to it."""
         runs = self.out / ".runs"
         final = runs / self.run_id
+        # Dealer outputs are written without a per-file fsync, so everything
+        # staged reaches the disk here, before the rename makes it visible.
+        _sync_filesystem(self.path)
         os.replace(self.path, final)
         link = self.out / self.name
         previous = None
@@ -117,6 +125,32 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _sync_filesystem(path: Path) -> None:
+    """Flush the dirty data of the file system that contains ``path`` to disk.
+
+    Uses Linux ``syncfs(2)``, one call for thousands of files, and falls back
+    to ``os.sync()`` (every file system) where syncfs is not available.
+    """
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        syncfs = _libc_syncfs()
+        if syncfs is None or syncfs(descriptor) != 0:
+            os.sync()
+    finally:
+        os.close(descriptor)
+
+
+@functools.cache
+def _libc_syncfs() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.syncfs
+    except (OSError, AttributeError):
+        return None
+
+
 def _fsync_dir(path: Path) -> None:
     descriptor = os.open(path, os.O_RDONLY)
     try:
@@ -125,17 +159,98 @@ def _fsync_dir(path: Path) -> None:
         os.close(descriptor)
 
 
-def upload_s3(folder: Path, target: str, night: dt.date) -> int:
+# -- S3 upload -------------------------------------------------------------------
+
+FAULT_ENVIRONMENT = "FLEETRISK_FAULT"
+UPLOAD_ATTEMPTS = 3  # per file, on top of botocore's own retries per request
+UPLOAD_BACKOFF_S = 1.0  # wait before the second attempt, doubled after each failure
+BOTOCORE_MAX_ATTEMPTS = 10
+MULTIPART_THRESHOLD_BYTES = 64 * 1024 * 1024
+MULTIPART_CHUNK_BYTES = 16 * 1024 * 1024
+
+
+class S3PublishError(RuntimeError):
+    """An upload that failed after its retries; the night's objects were removed."""
+
+
+class _InjectedUploadFailure(RuntimeError):
+    """A failure raised on purpose by the ``s3:fail=N`` fault."""
+
+
+def upload_s3(
+    folder: Path,
+    target: str,
+    night: dt.date,
+    *,
+    client: Any = None,
+    multipart_threshold_bytes: int = MULTIPART_THRESHOLD_BYTES,
+) -> int:
     """Upload a published folder to ``s3://bucket/prefix/<DATE>/``; return files sent.
 
-    Objects are encrypted at rest (SSE-S3, AES256). The manifest goes last.
-    The endpoint and credentials come from the standard AWS settings,
-    ``AWS_ENDPOINT_URL`` included.
-    """
-    import boto3
-    from boto3.s3.transfer import TransferConfig
-    from botocore.config import Config
+    Objects are encrypted at rest (SSE-S3, AES256), files of
+    ``multipart_threshold_bytes`` or more go in multipart uploads, and
+    botocore retries each request in its adaptive mode. The steps:
 
+    1. delete the night's old ``manifest.json``, so a consumer that waits for
+       the manifest never pairs it with a mix of old and new files;
+    2. upload every file, each up to :data:`UPLOAD_ATTEMPTS` times;
+    3. upload ``manifest.json`` last;
+    4. delete objects under the night's prefix that this upload did not write
+       (files of an earlier run of the night that are gone now).
+
+    When a file still fails after its attempts, every object under the
+    night's prefix is deleted and unfinished multipart uploads there are
+    aborted, so S3 keeps no partial night, and :class:`S3PublishError` is
+    raised. The local published folder is intact: rerun the upload.
+
+    The endpoint and credentials come from the standard AWS settings,
+    ``AWS_ENDPOINT_URL`` included, unless ``client`` is given.
+    """
+    from boto3.s3.transfer import TransferConfig
+
+    bucket, prefix = _parse_s3_url(target)
+    if client is None:
+        client = _s3_client()
+    transfer = TransferConfig(
+        multipart_threshold=multipart_threshold_bytes,
+        multipart_chunksize=max(
+            min(MULTIPART_CHUNK_BYTES, multipart_threshold_bytes), 5 * 1024 * 1024
+        ),
+    )
+    base = "/".join(part for part in (prefix.strip("/"), night.isoformat()) if part)
+    files = sorted(p for p in Path(folder).rglob("*") if p.is_file())
+    ordered = [p for p in files if p.name != "manifest.json"] + [
+        p for p in files if p.name == "manifest.json"
+    ]
+    faults = _UploadFaults.from_environment()
+    existing = set(_list_keys(client, bucket, base + "/"))
+    manifest_key = f"{base}/manifest.json"
+    if manifest_key in existing:
+        client.delete_object(Bucket=bucket, Key=manifest_key)
+    written: list[str] = []
+    for path in ordered:
+        key = f"{base}/{path.relative_to(folder).as_posix()}"
+        try:
+            _upload_one(client, path, bucket, key, transfer, faults)
+        except Exception as error:
+            removed = _remove_night(client, bucket, base)
+            raise S3PublishError(
+                f"uploading {path} to s3://{bucket}/{key} failed after "
+                f"{UPLOAD_ATTEMPTS} attempts: {error}. Removed the {removed} objects "
+                f"under s3://{bucket}/{base}/ so no partial night is left; the "
+                f"local outputs in {folder} are complete, so rerun the upload"
+            ) from error
+        written.append(key)
+    stale = sorted(existing - set(written))
+    _delete_keys(client, bucket, stale)
+    log.info(
+        "uploaded %d files to s3://%s/%s/ (%d stale objects removed)",
+        len(written), bucket, base, len(stale),
+    )  # fmt: skip
+    return len(written)
+
+
+def _parse_s3_url(target: str) -> tuple[str, str]:
     if not target.startswith("s3://"):
         raise ValueError(
             f"--publish {target!r} is not an s3:// URL; use s3://bucket/prefix"
@@ -145,25 +260,125 @@ def upload_s3(folder: Path, target: str, night: dt.date) -> int:
         raise ValueError(
             f"--publish {target!r} names no bucket; use s3://bucket/prefix"
         )
-    client = boto3.client(
-        "s3", config=Config(retries={"max_attempts": 10, "mode": "adaptive"})
+    return bucket, prefix
+
+
+def _s3_client() -> Any:
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        retries={"max_attempts": BOTOCORE_MAX_ATTEMPTS, "mode": "adaptive"}
     )
-    transfer = TransferConfig(
-        multipart_threshold=64 * 1024 * 1024, multipart_chunksize=16 * 1024 * 1024
+    return boto3.client("s3", config=config)
+
+
+def _upload_one(
+    client: Any, path: Path, bucket: str, key: str, transfer: Any, faults: _UploadFaults
+) -> None:
+    """Upload one file, retrying the whole file after a failed transfer."""
+    import boto3.exceptions
+    import botocore.exceptions
+
+    retryable = (
+        boto3.exceptions.S3UploadFailedError,
+        botocore.exceptions.BotoCoreError,
+        botocore.exceptions.ClientError,
+        _InjectedUploadFailure,
     )
-    base = "/".join(part for part in (prefix.strip("/"), night.isoformat()) if part)
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
-    ordered = [p for p in files if p.name != "manifest.json"] + [
-        p for p in files if p.name == "manifest.json"
-    ]
-    for path in ordered:
-        key = f"{base}/{path.relative_to(folder).as_posix()}"
-        client.upload_file(
-            str(path),
-            bucket,
-            key,
-            ExtraArgs={"ServerSideEncryption": "AES256"},
-            Config=transfer,
+    wait_s = UPLOAD_BACKOFF_S
+    for attempt in range(1, UPLOAD_ATTEMPTS + 1):
+        try:
+            faults.before_upload(key)
+            client.upload_file(
+                str(path),
+                bucket,
+                key,
+                ExtraArgs={"ServerSideEncryption": "AES256"},
+                Config=transfer,
+            )
+            return
+        except retryable as error:
+            if attempt == UPLOAD_ATTEMPTS:
+                raise
+            log.warning(
+                "upload of s3://%s/%s failed (attempt %d of %d), retrying in "
+                "%.1f s: %s",
+                bucket, key, attempt, UPLOAD_ATTEMPTS, wait_s, error,
+            )  # fmt: skip
+            time.sleep(wait_s)
+            wait_s *= 2
+
+
+def _list_keys(client: Any, bucket: str, prefix: str) -> list[str]:
+    keys = []
+    for page in client.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=prefix
+    ):
+        keys.extend(item["Key"] for item in page.get("Contents", []))
+    return keys
+
+
+def _delete_keys(client: Any, bucket: str, keys: list[str]) -> None:
+    for start in range(0, len(keys), 1000):  # DeleteObjects takes 1,000 keys
+        batch = keys[start : start + 1000]
+        response = client.delete_objects(
+            Bucket=bucket,
+            Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True},
         )
-    log.info("uploaded %d files to s3://%s/%s/", len(ordered), bucket, base)
-    return len(ordered)
+        errors = response.get("Errors", [])
+        if errors:
+            raise S3PublishError(
+                f"could not delete {len(errors)} objects in s3://{bucket}/, first "
+                f"{errors[0].get('Key')}: {errors[0].get('Message')}; delete them "
+                "by hand or rerun the upload"
+            )
+
+
+def _remove_night(client: Any, bucket: str, base: str) -> int:
+    """Delete every object and abort every multipart upload under ``base/``."""
+    prefix = base + "/"
+    paginator = client.get_paginator("list_multipart_uploads")
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        for upload in page.get("Uploads", []):
+            client.abort_multipart_upload(
+                Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+            )
+    keys = _list_keys(client, bucket, prefix)
+    _delete_keys(client, bucket, keys)
+    log.error("removed %d objects under s3://%s/%s after a failed upload",
+              len(keys), bucket, prefix)  # fmt: skip
+    return len(keys)
+
+
+@dataclasses.dataclass
+class _UploadFaults:
+    """The ``s3:fail=N`` entry of ``FLEETRISK_FAULT``: fail the first N uploads.
+
+    Other entries of the variable belong to ``fleetrisk.faults`` and are
+    ignored here.
+    """
+
+    remaining: int = 0
+
+    @classmethod
+    def from_environment(cls) -> _UploadFaults:
+        text = os.environ.get(FAULT_ENVIRONMENT, "")
+        remaining = 0
+        for entry in filter(None, (part.strip() for part in text.split(";"))):
+            kind, _, settings = entry.partition(":")
+            if kind != "s3":
+                continue
+            key, _, value = settings.partition("=")
+            if key != "fail" or not value.isdigit():
+                raise ValueError(
+                    f"{FAULT_ENVIRONMENT}: invalid entry {entry!r}; write s3:fail=N "
+                    "with N the number of uploads to fail"
+                )
+            remaining += int(value)
+        return cls(remaining)
+
+    def before_upload(self, key: str) -> None:
+        if self.remaining > 0:
+            self.remaining -= 1
+            raise _InjectedUploadFailure(f"injected upload failure for {key}")

@@ -369,12 +369,14 @@ def test_progress_logs_thresholds(caplog: pytest.LogCaptureFixture) -> None:
         clock.now_s += 20
         progress.update(450)  # 70 %: crosses 50 only
         clock.now_s += 20
-        progress.update(300)  # 100 %: crosses 75, 90 and 100, one line
+        progress.update(300)  # 100 %: crosses 75, 90 and 100, a line each
         progress.update(0)
     messages = [record.getMessage() for record in caplog.records]
     assert messages == [
         "progress 25%: 250 of 1,000 vehicles done, 20 vehicles/s, ETA 38 s",
         "progress 50%: 700 of 1,000 vehicles done, 22 vehicles/s, ETA 14 s",
+        "progress 75%: 1,000 of 1,000 vehicles done, 19 vehicles/s, ETA 0 s",
+        "progress 90%: 1,000 of 1,000 vehicles done, 19 vehicles/s, ETA 0 s",
         "progress 100%: 1,000 of 1,000 vehicles done, 19 vehicles/s, ETA 0 s",
     ]
     assert progress.metrics() == {
@@ -401,3 +403,38 @@ def test_progress_no_bar_without_terminal(tmp_path: pathlib.Path) -> None:
         progress.update(10)
         progress.close()
     assert (tmp_path / "stream.txt").read_text() == ""
+
+
+def test_progress_bar_on_terminal() -> None:
+    pytest.importorskip("tqdm", reason="tqdm draws the progress bar")
+    import fcntl
+    import os
+    import pty
+    import select
+    import struct
+    import termios
+
+    controller, terminal = pty.openpty()
+    # A new pseudo-terminal is 0 columns wide; give it a real screen's size.
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    try:
+        with os.fdopen(terminal, "w", closefd=False) as stream:
+            assert stream.isatty()
+            progress = Progress(4000, stream=stream)
+            progress.update(1000)
+            progress.update(3000)
+            progress.close()
+            stream.flush()
+        output = b""
+        while True:
+            readable = select.select([controller], [], [], 0.5)[0]
+            if not readable:
+                break
+            output += os.read(controller, 65536)
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    text = output.decode("utf-8", "replace")
+    assert "100%" in text
+    assert "4.00k/4.00k" in text
+    assert "vehicles" in text

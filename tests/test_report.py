@@ -535,3 +535,116 @@ def test_json_safe_nan_nested() -> None:
 
     text = dumps_json({"a": [math.nan, {"b": -math.inf}], "d": dt.date(2024, 1, 2)})
     assert _parse_json_strict(text) == {"a": [None, {"b": None}], "d": "2024-01-02"}
+
+
+# -- lead rows built without Jinja ---------------------------------------------------
+
+# The lead table row macro the dealer report used before the rows were built
+# in Python; the fast rows must render the same markup.
+REFERENCE_ROW_MACRO = """\
+{% for row in rows %}
+  <tr>
+    <td class="num" data-label="#">{{ row.rank }}</td>
+    <td class="vin" data-label="VIN">{{ row.vin }}</td>
+    <td data-label="Vehicle">{{ row.model_year if row.model_year is not none else "" }} {{ row.model or "" }}{% if row.powertrain %} ({{ row.powertrain }}){% endif %}</td>
+{% if show_severity %}
+    <td data-label="Severity"><span class="sev sev-{{ row.severity }}">{{ row.severity }}</span></td>
+{% endif %}
+    <td data-label="Component">{{ row.top_component_label }}</td>
+    <td class="num" data-label="Risk">{{ row.risk | percent }}</td>
+    <td class="num" data-label="Revenue">{{ row.revenue_usd | usd }}</td>
+    <td data-label="Reasons">
+{% if row.reasons %}
+      <ul class="reasons">{% for reason in row.reasons %}<li>{{ reason }}</li>{% endfor %}</ul>
+{% else %}
+      <span class="muted">no reason recorded</span>
+{% endif %}
+{% if row.warranty_expiring %}<span class="tag">warranty expiring</span>{% endif %}
+{% if row.change in ("new", "escalated") %}<span class="tag">{{ row.change }}</span>{% endif %}
+    </td>
+  </tr>
+{% endfor %}"""
+
+
+@pytest.mark.parametrize("show_severity", [True, False])
+def test_lead_rows_match_jinja(show_severity: bool) -> None:
+    from fleetrisk.report.dealer import _component_labels, _lead_rows
+    from fleetrisk.report.lead_html import LeadRowsHtml
+    from fleetrisk.report.render import template_environment
+
+    rows = _lead_rows(_leads_table(), "AZ-0042", _component_labels(COMPONENTS))
+    # Include the escaping cases: quotes, ampersands and angle brackets.
+    rows[2]["model"] = "O'Brien & \"Sons\" <4x4>"
+    rows[3]["powertrain"] = "<PHEV>"
+    subset = [rows[4], rows[0], rows[2], rows[3]]
+    template = template_environment().from_string(REFERENCE_ROW_MACRO)
+    expected = template.render(rows=subset, show_severity=show_severity)
+    built = str(LeadRowsHtml(rows)(subset, show_severity)) + "\n"
+    assert built == expected
+
+
+def test_escape_html_matches_markupsafe() -> None:
+    from markupsafe import escape
+
+    from fleetrisk.report.lead_html import escape_html
+
+    for text in ["plain", "a&b<c>d'e\"f", "Ünïcode – ok", "", "&amp;", 2018]:
+        assert escape_html(text) == str(escape(text))
+    assert escape_html(None) == ""
+
+
+# -- every dealer of a real run ----------------------------------------------------
+
+ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+@pytest.fixture(scope="module")
+def chain_dealers(chain) -> list[pathlib.Path]:  # type: ignore[no-untyped-def]
+    folders = sorted((chain.night_folder(chain.nights[-1]) / "dealers").iterdir())
+    assert folders
+    return folders
+
+
+def test_run_portal_json_valid(chain_dealers: list[pathlib.Path]) -> None:
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    validator = jsonschema.Draft202012Validator(schema)
+    leads_seen = 0
+    for folder in chain_dealers:
+        document = _parse_json_strict((folder / "portal.json").read_text("utf-8"))
+        errors = [error.message for error in validator.iter_errors(document)]
+        assert errors == [], folder.name
+        assert isinstance(document, dict)
+        assert document["dealer"]["dealer_id"] == folder.name
+        assert document["summary"]["leads_total"] == len(document["leads"])
+        leads_seen += len(document["leads"])
+    assert leads_seen > 0
+
+
+def test_run_leads_csv_for_excel(chain_dealers: list[pathlib.Path]) -> None:
+    rows_seen = 0
+    for folder in chain_dealers:
+        data = (folder / "leads.csv").read_bytes()
+        # Excel detects UTF-8 only from the BOM, and splits records on CRLF.
+        assert data.startswith(b"\xef\xbb\xbf"), folder.name
+        assert data.endswith(b"\r\n")
+        assert data.replace(b"\r\n", b"").count(b"\n") == 0
+        text = data.decode("utf-8")
+        rows = list(csv.DictReader(io_lines(text.removeprefix("\ufeff"))))
+        portal = json.loads((folder / "portal.json").read_text("utf-8"))
+        assert len(rows) == len(portal["leads"])
+        for row, lead in zip(rows, portal["leads"], strict=True):
+            assert ISO_DATE.match(row["scored_on"]), row["scored_on"]
+            assert row["scored_on"] == lead["scored_on"]
+            assert row["vin"].removeprefix("'") == lead["vin"]
+            assert int(row["rank"]) == lead["rank"]
+            assert float(row["revenue_usd"]) == pytest.approx(lead["revenue_usd"], abs=0.005)
+            assert row["severity"] in ("CRITICAL", "HIGH", "MODERATE")
+        rows_seen += len(rows)
+    assert rows_seen > 0
+
+
+def io_lines(text: str) -> list[str]:
+    """Split CSV text into records the way csv.reader expects (newline='')."""
+    import io
+
+    return list(io.StringIO(text, newline=""))

@@ -22,7 +22,7 @@ from markupsafe import Markup
 from fleetrisk.report.files import dumps_json, write_atomic
 from fleetrisk.report.render import template_environment
 
-__all__ = ["SUMMARY_KEYS", "write_summary"]
+__all__ = ["SUMMARY_KEYS", "format_cost", "render_summary_html", "write_summary"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,10 @@ def render_summary_html(summary: Mapping[str, Any]) -> str:
         "s": summary,
         "charts": charts,
         "severities": SEVERITIES,
+        "started_text": _time_text(summary["started_utc"]),
+        "finished_text": _time_text(summary["finished_utc"]),
         "elapsed_text": _elapsed_text(summary["started_utc"], summary["finished_utc"]),
+        "cost_rows": _cost_rows(summary["cost"], summary["vehicles_total"]),
         "stage_rows": sorted(
             summary["stage_seconds"].items(), key=lambda item: -_number(item[1])
         ),
@@ -101,6 +104,74 @@ def _number(value: object) -> float:
     except (TypeError, ValueError):
         return 0.0
     return number if math.isfinite(number) else 0.0
+
+
+def _time_text(value: object) -> str:
+    """Format an ISO 8601 instant as ``2026-12-01 07:00:05 UTC``."""
+    try:
+        instant = datetime.datetime.fromisoformat(str(value))
+    except ValueError:
+        return str(value)
+    if instant.tzinfo is not None:
+        instant = instant.astimezone(datetime.UTC)
+    return instant.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def format_cost(value: object) -> str:
+    """Format dollars with cents, or with 4 significant digits under $1."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return "n/a"
+    if not math.isfinite(number):
+        return "n/a"
+    if number == 0 or abs(number) >= 1:
+        return f"${number:,.2f}"
+    return f"${number:.4g}" if abs(number) >= 1e-4 else f"${number:.2e}"
+
+
+def _cost_rows(cost: Mapping[str, Any], vehicles_total: object) -> list[dict[str, str]]:
+    """Return the cost table: per night and per million vehicles, both prices.
+
+    The per-million figures come from the summary where it has them and are
+    otherwise derived as cost per night / vehicles in the fleet * 1,000,000.
+    """
+    vehicles = _number(vehicles_total)
+
+    def per_million(key: str | None, total_key: str) -> object:
+        if key is not None and key in cost:
+            return cost[key]
+        total = cost.get(total_key)
+        if total is None or vehicles <= 0:
+            return None
+        return _number(total) / vehicles * 1e6
+
+    return [
+        {
+            "label": "Compute at the on-demand price",
+            "night": format_cost(cost.get("on_demand_usd")),
+            "million": format_cost(
+                per_million("per_million_vehicles_usd", "on_demand_usd")
+            ),
+        },
+        {
+            "label": "Compute at the spot price",
+            "night": format_cost(cost.get("spot_usd")),
+            "million": format_cost(
+                per_million("per_million_vehicles_spot_usd", "spot_usd")
+            ),
+        },
+        {
+            "label": "Storage",
+            "night": format_cost(cost.get("storage_usd")),
+            "million": format_cost(per_million(None, "storage_usd")),
+        },
+        {
+            "label": "Transfer",
+            "night": format_cost(cost.get("transfer_usd")),
+            "million": format_cost(per_million(None, "transfer_usd")),
+        },
+    ]
 
 
 def _elapsed_text(started: object, finished: object) -> str:
@@ -140,6 +211,11 @@ def _chart(name: str, plot: Callable[[Any, Any], bool], data: Any) -> Markup | N
     svg = buffer.getvalue()
     # Drop the XML prolog and DOCTYPE: inline SVG starts at the <svg> element.
     svg = svg[svg.index("<svg") :]
+    # The page must name no external URL. The RDF metadata block and the
+    # namespace declarations are the only URLs matplotlib writes, and the
+    # HTML parser puts inline <svg> and xlink:href in their namespaces itself.
+    svg = re.sub(r"<metadata>.*?</metadata>\s*", "", svg, count=1, flags=re.DOTALL)
+    svg = re.sub(r'\s+xmlns(?::xlink)?="[^"]*"', "", svg)
     svg = _prefix_svg_ids(svg, f"chart-{name}-")
     svg = svg.replace("<svg ", f'<svg role="img" aria-label="{name} chart" ', 1)
     # matplotlib escapes text it writes into SVG, so this markup is safe.
@@ -165,10 +241,12 @@ def _plot_throughput(figure: Any, points: Sequence[Sequence[float]]) -> bool:
     from matplotlib.ticker import StrMethodFormatter
 
     ax = figure.add_subplot()
-    elapsed_min = [elapsed / 60.0 for elapsed, _ in pairs]
+    in_minutes = pairs[-1][0] >= 120
+    scale = 60.0 if in_minutes else 1.0
+    elapsed = [seconds / scale for seconds, _ in pairs]
     done = [vehicles for _, vehicles in pairs]
-    ax.plot(elapsed_min, done, color=_BAR_COLOR, marker="o", markersize=2.5)
-    ax.set_xlabel("elapsed (min)")
+    ax.plot(elapsed, done, color=_BAR_COLOR, marker="o", markersize=2.5)
+    ax.set_xlabel("elapsed (min)" if in_minutes else "elapsed (s)")
     ax.set_ylabel("vehicles done")
     ax.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
     ax.grid(alpha=0.3)
@@ -206,7 +284,13 @@ def _plot_severity(figure: Any, counts: Mapping[str, int]) -> bool:
     positive = [value for value in values if value > 0]
     if max(positive) > 50 * min(positive):
         # A log scale keeps a small CRITICAL bar visible next to a large LOW one.
+        # Plain tick labels, because math text is off (text.parse_math) and
+        # the default log labels are math text.
+        from matplotlib.ticker import NullFormatter, StrMethodFormatter
+
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_ylabel("vehicles")
     for index, value in enumerate(values):
         ax.annotate(f"{value:,.0f}", (index, max(value, 1)), xytext=(0, 2),
@@ -248,9 +332,9 @@ def _plot_cost(figure: Any, cost: Mapping[str, float]) -> bool:
     ax = figure.add_subplot()
     ax.barh(list(parts), list(parts.values()), color=_BAR_COLOR)
     ax.invert_yaxis()
-    ax.set_xlabel("USD per run")
-    ax.margins(x=0.15)  # room for the value labels
+    ax.set_xlabel("USD per night")
+    ax.margins(x=0.2)  # room for the value labels
     for index, value in enumerate(parts.values()):
-        ax.annotate(f"${value:,.2f}", (value, index), xytext=(3, 0),
+        ax.annotate(format_cost(value), (value, index), xytext=(3, 0),
                     textcoords="offset points", va="center")  # fmt: skip
     return True
