@@ -131,14 +131,16 @@ def write_scores_dataset(table: pa.Table, folder: Path, store: ScoreStore) -> li
     order = np.lexsort((store.vin, unassigned_last))
     severity = store.severity[order]
     keep = [name for name in table.column_names if name not in SCORE_COLUMNS_EXCLUDED]
-    ordered = table.select(keep).take(pa.array(order))
+    columns = table.select(keep)
     for code, name in enumerate(SEVERITIES):
-        rows = np.flatnonzero(severity == code)
+        # Rows of one severity, in dealer-then-VIN order, taken straight from
+        # the unsorted table so no sorted copy of the whole fleet is made.
+        rows = order[severity == code]
         part = folder / f"severity={name}"
         part.mkdir(parents=True, exist_ok=True, mode=0o750)
         path = part / "part-0.parquet"
         pq.write_table(
-            ordered.take(pa.array(rows)),
+            columns.take(pa.array(rows)),
             path,
             compression="zstd",
             row_group_size=1 << 20,

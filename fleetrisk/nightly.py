@@ -158,9 +158,14 @@ def _run(options: Options, comm: MPI.Intracomm, stop: threading.Event) -> int:
         counts = [int(plan_sizes[ids].sum()) for ids in owned]
         with timer("scatter"):
             send = _lane_send(prepared, header, owned) if rank == 0 else (None, None, None)
-            values = commlib.scatter_rows(comm, send[0], counts)
-            cohort = commlib.scatter_rows(comm, send[1], counts)
-            positions = commlib.scatter_rows(comm, send[2], counts)
+            if size == 1:
+                # Nothing to send: a single rank scores rank 0's arrays in place.
+                values, cohort, positions = send
+            else:
+                values = commlib.scatter_rows(comm, send[0], counts)
+                cohort = commlib.scatter_rows(comm, send[1], counts)
+                positions = commlib.scatter_rows(comm, send[2], counts)
+            send = (None, None, None)
         work = RankWork(values, cohort, positions, owned[rank], plan_sizes[owned[rank]])
         with timer("score"):
             faults.stage("score")
@@ -300,6 +305,10 @@ def _lane_send(
     ]
     positions = np.concatenate(ranges).astype(np.int64) if ranges else np.empty(0, np.int64)
     cohort = prepared.cohorts.of_vehicle[prepared.plan.order[positions]].astype(np.int32)
+    contiguous = len(positions) > 0 and positions[-1] - positions[0] + 1 == len(positions)
+    if contiguous and (np.diff(positions) == 1).all():
+        # One block (always so on one rank): a view instead of a copy.
+        return prepared.values[positions[0] : positions[-1] + 1], cohort, positions
     return prepared.values[positions], cohort, positions
 
 
@@ -394,7 +403,11 @@ def _finish(
         assert prepared is not None
         with timer("reduce"):
             results = ShardResults.concatenate(gathered, n_components, n_reasons)
+            gathered.clear()
             merged = outputs.merge_store(prepared, results, config)
+            # The stressor values are no longer needed: free them before the outputs.
+            del results
+            prepared.values = np.empty((0, prepared.values.shape[1]))
             for position in merged.failed_positions:
                 prepared.rejects.add(
                     "scoring", "scoring_failed", [prepared.fleet.vin[prepared.plan.order[position]]], options.night
