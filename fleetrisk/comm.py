@@ -146,18 +146,26 @@ def abort_on_failure(comm: MPI.Intracomm) -> Iterator[None]:
         raise
     except BaseException as error:  # noqa: BLE001 - every failure must end the job
         shard = "" if WHERE.shard is None else f", shard {WHERE.shard}"
-        message = (
+        message = _mask(
             f"{describe(comm)} failed in stage {WHERE.stage}{shard}: "
             f"{type(error).__name__}: {error}"
         )
         sys.stderr.write(
-            f"fleetrisk: {message}\n" + "".join(traceback.format_exception(error))
+            f"fleetrisk: {message}\n"
+            + _mask("".join(traceback.format_exception(error)))
         )
         sys.stderr.flush()
         log.critical("%s", message)
         if comm.Get_size() > 1:
             _abort(comm, EXIT_FAILURE, message)
         raise SystemExit(EXIT_FAILURE) from None
+
+
+def _mask(text: str) -> str:
+    # Imported here because logs imports this module.
+    from .logs import mask_vins
+
+    return mask_vins(text)
 
 
 def _abort(comm: MPI.Intracomm, code: int, message: str) -> None:

@@ -1,6 +1,6 @@
 """Fault injection for tests: off by default and free when off.
 
-``FLEETRISK_FAULT`` holds one or more faults separated by ``;``, each
+``FLEETRISK_FAULT`` contains one or more faults separated by ``;``, each
 ``kind:key=value:key=value``:
 
 - ``raise:rank=R:stage=S`` — rank R raises when it enters stage S
@@ -9,24 +9,41 @@
   (N above the retry limit sends it to the dead letters and the one-by-one
   fallback; ``vehicle=P`` also fails plan position P in the fallback).
 - ``kill:rank=R:after=N`` — rank R kills itself (SIGKILL) once it has scored
-  N vehicles.
+  N vehicles. ``kill:rank=R:stage=S`` kills it when it enters stage S
+  instead (``stage=publish``: after the outputs are staged, before the switch).
+- ``s3:fail=N`` — the first N S3 uploads fail (handled in ``publish``).
 - ``sleep:ms=M`` — every shard takes M milliseconds longer (for signal and
   requeue tests).
 - ``checkpoint:rank=R:after=N`` — rank R dies (SIGKILL) half-way through
   writing its N-th checkpoint file, leaving a partial temporary file.
+- ``corrupt:rank=R:after=N`` — after rank R renames its N-th checkpoint file
+  into place, bytes in the middle of its data are flipped, as a damaged disk
+  would; a resume must set the file aside and score its shards again.
+- ``unreadable:source=S:date=YYYY-MM-DD`` — the lake reader raises
+  ``OSError`` for every file of that partition of source S, as for a damaged
+  file. Without ``date`` every file of the source fails (for undated sources
+  such as ``registry``).
+
+``rank`` may be left out: the fault then applies to every rank.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
+import re
 import signal
 import time
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 ENVIRONMENT = "FLEETRISK_FAULT"
+KINDS = ("raise", "shard", "kill", "sleep", "checkpoint", "corrupt", "unreadable", "s3")
+CORRUPT_BYTES = 64  # bytes flipped in a corrupted checkpoint
+_PARTITION_DATE = re.compile(r"date=(\d{4}-\d{2}-\d{2})")
 
 
 class InjectedFault(RuntimeError):
@@ -47,10 +64,10 @@ def parse(text: str) -> list[Fault]:
     faults = []
     for entry in filter(None, (part.strip() for part in text.split(";"))):
         kind, *pairs = entry.split(":")
-        if kind not in {"raise", "shard", "kill", "sleep", "checkpoint"}:
+        if kind not in KINDS:
             raise ValueError(
                 f"{ENVIRONMENT}: unknown fault kind {kind!r} in {entry!r}; expected"
-                " raise, shard, kill, sleep or checkpoint"
+                f" one of {', '.join(KINDS)}"
             )
         settings: dict[str, int | str] = {}
         for pair in pairs:
@@ -58,6 +75,11 @@ def parse(text: str) -> list[Fault]:
             if not separator:
                 raise ValueError(f"{ENVIRONMENT}: {pair!r} in {entry!r} is not key=value")
             settings[key] = int(value) if value.lstrip("-").isdigit() else value
+        if kind == "unreadable" and "source" not in settings:
+            raise ValueError(
+                f"{ENVIRONMENT}: {entry!r} names no source; write"
+                " unreadable:source=telematics:date=YYYY-MM-DD"
+            )
         faults.append(Fault(kind, settings))
     return faults
 
@@ -72,6 +94,7 @@ class Injector:
         self.active = bool(self.faults)
         self._shard_attempts: dict[int, int] = {}
         self._checkpoints = 0
+        self._renamed = 0
         if self.active:
             log.warning("fault injection active on rank %d: %s", rank, text)
 
@@ -83,8 +106,15 @@ class Injector:
         if not self.active:
             return
         for fault in self.faults:
-            if fault.kind == "raise" and self._mine(fault) and fault.settings.get("stage") == stage:
-                raise InjectedFault(f"injected failure on rank {self.rank} in stage {stage}")
+            if not self._mine(fault) or fault.settings.get("stage") != stage:
+                continue
+            if fault.kind == "raise":
+                raise InjectedFault(
+                    f"injected failure on rank {self.rank} in stage {stage}"
+                )
+            if fault.kind == "kill":
+                log.critical("injected kill of rank %d in stage %s", self.rank, stage)
+                os.kill(os.getpid(), signal.SIGKILL)
 
     def shard(self, shard_id: int, vehicles_done: int) -> None:
         """Run the per-shard faults: sleep, kill, or a raise of this shard."""
@@ -93,7 +123,12 @@ class Injector:
         for fault in self.faults:
             if fault.kind == "sleep":
                 time.sleep(fault.number("ms", 0) / 1000.0)
-            elif fault.kind == "kill" and self._mine(fault) and vehicles_done >= fault.number("after", 0):
+            elif (
+                fault.kind == "kill"
+                and "stage" not in fault.settings
+                and self._mine(fault)
+                and vehicles_done >= fault.number("after", 0)
+            ):
                 log.critical("injected kill of rank %d after %d vehicles", self.rank, vehicles_done)
                 os.kill(os.getpid(), signal.SIGKILL)
             elif fault.kind == "shard" and fault.number("shard") == shard_id:
@@ -119,3 +154,59 @@ class Injector:
             fault.kind == "checkpoint" and self._mine(fault) and fault.number("after", 1) == self._checkpoints
             for fault in self.faults
         )
+
+    def checkpoint_renamed(self, path: Path) -> None:
+        """Flip bytes of a checkpoint file named by a ``corrupt`` fault.
+
+        Called after every checkpoint rename; the N-th renamed file of the
+        rank is damaged in place, leaving its name and size unchanged.
+        """
+        if not self.active:
+            return
+        self._renamed += 1
+        for fault in self.faults:
+            if (
+                fault.kind == "corrupt"
+                and self._mine(fault)
+                and fault.number("after", 1) == self._renamed
+            ):
+                corrupt_file(path)
+                log.critical("injected corruption of checkpoint %s", path.name)
+
+
+def corrupt_file(path: Path, count: int = CORRUPT_BYTES) -> None:
+    """Invert ``count`` bytes centred on the middle of a file."""
+    size = path.stat().st_size
+    start = max(size // 2 - count // 2, 0)
+    with open(path, "r+b") as handle:
+        handle.seek(start)
+        data = handle.read(count)
+        handle.seek(start)
+        handle.write(bytes(255 - byte for byte in data))
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+@functools.lru_cache(maxsize=4)
+def _unreadable_faults(text: str) -> tuple[Fault, ...]:
+    return tuple(f for f in parse(text) if f.kind == "unreadable") if text else ()
+
+
+def check_readable(source: str, path: str) -> None:
+    """Raise ``OSError`` for a file an ``unreadable`` fault names.
+
+    The partition date is taken from the ``date=YYYY-MM-DD`` part of the
+    path. Costs one environment lookup when fault injection is off.
+    """
+    faults = _unreadable_faults(os.environ.get(ENVIRONMENT, ""))
+    if not faults:
+        return
+    match = _PARTITION_DATE.search(path)
+    date = match.group(1) if match else None
+    for fault in faults:
+        if fault.settings.get("source") != source:
+            continue
+        fault_date = fault.settings.get("date")
+        if fault_date is None or str(fault_date) == date:
+            log.critical("injected read failure of %s", path)
+            raise OSError(f"injected read failure of {path}")

@@ -15,6 +15,13 @@ the last accepted one is rejected. Across partitions, a row dated on the
 vehicle's latest accepted date is a duplicate when equal to that reading and
 a conflict otherwise; a row dated before it is superseded (kept out of the
 features, not rejected).
+
+Sentinel values: telematics units report "no reading" as a number, not a
+null. A feature value listed in ``SENTINELS`` (for every feature column
+under ``"*"``, or for one column under its name) is read as null, before the
+duplicate check, so a row with a sentinel equals the same row with a null.
+The odometer has no sentinels: a negative one is rejected, and a large one is
+a real reading.
 """
 
 from __future__ import annotations
@@ -52,6 +59,14 @@ KNOWN_FEATURES = (
     "ambient_min_c",
     "ambient_max_c",
 )
+# Feature values that mean "no reading" and are read as null. "*" applies to
+# every feature column; a column's own entry adds to it. -9999 and -999 are
+# the usual missing-value codes of logger exports, 65535 and 2147483647 an
+# unsigned 16-bit and signed 32-bit field left at all ones. None of them is
+# a plausible reading of any known feature.
+SENTINELS: dict[str, tuple[float, ...]] = {
+    "*": (-9999.0, -999.0, 65535.0, 2147483647.0),
+}
 EVENT_TYPES = ("SERVICE", "REPAIR", "WARRANTY_CLAIM", "RECALL_REMEDY")
 CLAIM_TYPES = ("REPAIR", "WARRANTY_CLAIM")
 CLAIM_HISTORY_DAYS = 400  # claims older than this can no longer reach a baseline
@@ -259,7 +274,9 @@ def fold_telematics(
     # A hash over every column decides whether two rows are equal.
     columns = list(state.features)
     values = {
-        name: table.column(name).to_numpy(zero_copy_only=False).astype(float)
+        name: null_sentinels(
+            name, table.column(name).to_numpy(zero_copy_only=False).astype(float)
+        )
         for name in columns
     }
     dtc_text = pc.binary_join(
@@ -307,6 +324,28 @@ def fold_telematics(
             state.features[name][target] = values[name][source_rows]
         state.dtc[target] = dtc[source_rows]
     return touched
+
+
+def sentinels_of(column: str) -> tuple[float, ...]:
+    """Return the values of a feature column that are read as null."""
+    return SENTINELS.get("*", ()) + SENTINELS.get(column, ())
+
+
+def null_sentinels(column: str, values: np.ndarray) -> np.ndarray:
+    """Return float64 ``values`` with the column's sentinel values made NaN."""
+    sentinels = sentinels_of(column)
+    if not sentinels:
+        return values
+    found = np.isin(values, sentinels)
+    if found.any():
+        values = values.copy()
+        values[found] = np.nan
+        log.info(
+            "telematics column %s: %d sentinel values read as null",
+            column,
+            int(found.sum()),
+        )
+    return values
 
 
 @numba.njit(cache=True)

@@ -28,6 +28,8 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from . import faults
+
 log = logging.getLogger(__name__)
 
 _PARTITION = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
@@ -95,8 +97,16 @@ class Lake:
             )
         return found
 
+    def source_of(self, path: str) -> str:
+        """Return the source folder (``weather``, ...) a data file lies in."""
+        relative = path
+        if path.startswith(self.base):
+            relative = path[len(self.base) :].lstrip("/")
+        return relative.split("/", 1)[0]
+
     def read_bytes(self, path: str) -> bytes:
         """Read a whole file."""
+        faults.check_readable(self.source_of(path), path)
         with self.fs.open_input_stream(path) as stream:
             return stream.read()
 
@@ -120,6 +130,7 @@ class Lake:
         wanted = dict(schema)
         for path in files:
             try:
+                faults.check_readable(source, path)
                 table = pq.read_table(path, filesystem=self.fs)
             except (OSError, pa.ArrowInvalid) as error:
                 raise SourceError(source, f"cannot read {path}: {error}") from error

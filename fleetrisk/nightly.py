@@ -137,6 +137,7 @@ def _run(options: Options, comm: MPI.Intracomm, stop: threading.Event) -> int:
     prepared: Prepared | None = None
     resumed = ShardResults.empty(len(config.component_names), int(config.run["reasons_per_lead"]))
     if rank == 0:
+        WHERE.stage = "prepare"
         faults.stage("prepare")
         header, prepared, resumed = _prepare_on_root(options, config, lake, state_dir, timer)
     header = comm.bcast(header, root=0)

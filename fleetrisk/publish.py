@@ -108,8 +108,19 @@ class Staging:
         _fsync_dir(self.out)
         if previous is not None and previous.exists() and previous != final:
             shutil.rmtree(previous, ignore_errors=True)
+        self._remove_leftovers(runs, final)
         log.info("published %s -> %s", link, final)
         return link
+
+    def _remove_leftovers(self, runs: Path, final: Path) -> None:
+        """Remove folders of earlier runs of this night that were killed midway."""
+        for stale in runs.glob(f".staging-{self.name}-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        for stale in runs.glob(f"{self.name}-*"):
+            if stale != final and stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+        for stale in self.out.glob(f".{self.name}.link-*"):
+            stale.unlink(missing_ok=True)
 
     def discard(self) -> None:
         """Remove the staging folder after a failure."""

@@ -83,7 +83,10 @@ def score_work(
         if not pending:
             return
         block = ShardResults.concatenate(pending, n_components, n_reasons)
-        checkpoint.write(folder, plan_id, block, die_midway=faults.checkpoint_write())
+        path = checkpoint.write(
+            folder, plan_id, block, die_midway=faults.checkpoint_write()
+        )
+        faults.checkpoint_renamed(path)
         done.append(block)
         pending, pending_count = [], 0
 

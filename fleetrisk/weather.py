@@ -11,7 +11,10 @@ treated as absent, so such an alert counts. Counties are the last five
 characters of each ``geocode.SAME`` code; only five digits match.
 
 Messages whose ``status`` is Test, Exercise, Draft or System, and Cancel
-messages, never count: they describe no hazard.
+messages, never count: they describe no hazard. An alert whose ``id`` (the
+feature's, else ``properties.id``) was already read in the partition is a
+duplicate and is counted once. A null geometry does not matter, because
+counties come from the geocodes.
 """
 
 from __future__ import annotations
@@ -93,12 +96,25 @@ def build_mask(
 
     mask = np.zeros(COUNTY_SLOTS, dtype=np.uint8)
     counted = {name: 0 for name in group_names}
-    skipped = {"not_actual": 0, "ended": 0, "no_group": 0, "no_county": 0}
+    skipped = {
+        "not_actual": 0,
+        "ended": 0,
+        "no_group": 0,
+        "no_county": 0,
+        "duplicate": 0,
+    }
+    seen_ids: set[str] = set()
     read = 0
     for document in documents:
         for feature in features_of(document):
             read += 1
             properties = feature.get("properties") or {}
+            alert_id = feature.get("id") or properties.get("id")
+            if isinstance(alert_id, str) and alert_id:
+                if alert_id in seen_ids:
+                    skipped["duplicate"] += 1
+                    continue
+                seen_ids.add(alert_id)
             status = str(properties.get("status") or "Actual").lower()
             if status in _NOT_HAZARDS or properties.get("messageType") == "Cancel":
                 skipped["not_actual"] += 1

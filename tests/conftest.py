@@ -239,3 +239,14 @@ def chain(lake: Path, tmp_path_factory: pytest.TempPathFactory) -> Chain:
         if night == CHAIN_NIGHTS[0]:
             shutil.copytree(state, after_first)
     return Chain(lake, state, out, CHAIN_NIGHTS, after_first, results)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Add ``--chaos-runs``, the number of faulted nights ``test_chaos.py`` runs."""
+    parser.addoption(
+        "--chaos-runs",
+        type=int,
+        default=20,
+        help="number of faulted nights the chaos test runs, each from its own"
+        " seed (default 20, the count CI runs)",
+    )

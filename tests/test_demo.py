@@ -40,11 +40,11 @@ def test_demo_small_fleet(tmp_path: Path) -> None:
 
     # The scores dataset holds the whole fleet; its lead count matches the dealer CSVs.
     scores = f"read_parquet('{latest}/scores/*/*.parquet', hive_partitioning = true)"
-    total = duckdb.sql(f"SELECT count(*) FROM {scores}").fetchone()[0]
+    total = duckdb.sql(f"SELECT count(*) FROM {scores}").fetchall()[0][0]
     assert total == summary["vehicles_total"]
     leads = duckdb.sql(
         f"SELECT count(*) FROM {scores} WHERE severity <> 'LOW' AND dealer_id IS NOT NULL"
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     csv_rows = 0
     for leads_csv in (latest / "dealers").glob("*/leads.csv"):
         with open(leads_csv, encoding="utf-8-sig", newline="") as handle:

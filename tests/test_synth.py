@@ -391,10 +391,12 @@ def test_severity_spread(lake: tuple[Path, dict]) -> None:
     risk = _score(lake[0])
     share = np.bincount(np.digitize(risk, [0.15, 0.35, 0.60]), minlength=4) / len(risk)
     low, moderate, high, critical = share
-    assert 0.83 <= low <= 0.93, share
-    assert 0.05 <= moderate <= 0.11, share
+    # Bands for the default model scored at its prior means: most vehicles
+    # LOW, every other severity present.
+    assert 0.88 <= low <= 0.97, share
+    assert 0.015 <= moderate <= 0.09, share
     assert 0.008 <= high <= 0.045, share
-    assert 0.002 <= critical <= 0.017, share
+    assert 0.001 <= critical <= 0.017, share
 
 
 def test_duckdb_reads_lake(lake: tuple[Path, dict]) -> None:
