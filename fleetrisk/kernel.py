@@ -32,7 +32,7 @@ def _score_one(
     values: np.ndarray,
     p0: np.ndarray,
     lo: np.ndarray,
-    span: np.ndarray,
+    inverse_span: np.ndarray,
     lr_minus_one: np.ndarray,
     cost: np.ndarray,
     bounds: np.ndarray,
@@ -55,7 +55,7 @@ def _score_one(
         value = values[v, s]
         if math.isnan(value):
             continue
-        t = (value - lo[s]) / span[s]
+        t = (value - lo[s]) * inverse_span[s]
         if t <= 0.0:
             continue
         x[s] = 1.0 if t > 1.0 else t
@@ -129,7 +129,7 @@ def _score_all(
     values: np.ndarray,
     p0: np.ndarray,
     lo: np.ndarray,
-    span: np.ndarray,
+    inverse_span: np.ndarray,
     lr_minus_one: np.ndarray,
     cost: np.ndarray,
     bounds: np.ndarray,
@@ -150,7 +150,7 @@ def _score_all(
         best = np.empty(reason_out.shape[1])
         for v in range(start, stop):
             _score_one(
-                v, values, p0, lo, span, lr_minus_one, cost, bounds, p_out, risk_out,
+                v, values, p0, lo, inverse_span, lr_minus_one, cost, bounds, p_out, risk_out,
                 revenue_out, top_out, severity_out, reason_out, x, active, best,
             )
 
@@ -191,12 +191,14 @@ def score(
     out = Scores(values.shape[0], p0.shape[1], n_reasons)
     if values.shape[0] == 0:
         return out
-    span = np.ascontiguousarray(hi - lo, dtype=np.float64)
+    # A multiply by the reciprocal instead of 24 divisions per vehicle; it can
+    # differ from the division in the last bit, far inside the 1e-6 tolerance.
+    inverse_span = np.ascontiguousarray(1.0 / (hi - lo), dtype=np.float64)
     _score_all(
         values,
         p0,
         np.ascontiguousarray(lo, dtype=np.float64),
-        span,
+        inverse_span,
         np.ascontiguousarray(lr - 1.0, dtype=np.float64),
         np.ascontiguousarray(cost, dtype=np.float64),
         np.ascontiguousarray(bounds, dtype=np.float64),
