@@ -64,6 +64,12 @@ class Lake:
             self.fs = pafs.LocalFileSystem()
             self.base = self.root
 
+    def exists(self) -> bool:
+        """Return True when the lake root is an existing folder (or an S3 prefix)."""
+        if self.root.startswith("s3://"):
+            return True
+        return self.fs.get_file_info(self.base).type == pafs.FileType.Directory
+
     def _list(self, path: str) -> list[pafs.FileInfo]:
         selector = pafs.FileSelector(path, allow_not_found=True)
         return sorted(self.fs.get_file_info(selector), key=lambda info: info.path)

@@ -249,6 +249,13 @@ def _prepare_on_root(
     n_components = len(config.component_names)
     n_reasons = int(config.run["reasons_per_lead"])
     empty = ShardResults.empty(n_components, n_reasons)
+    if not lake.exists():
+        log.error(
+            "lake folder %s not found; pass --lake with the folder that holds registry/,"
+            " dealers/ and the dated partitions",
+            options.lake,
+        )
+        return {"exit": EXIT_USAGE}, None, empty
     state_dir.ensure()
     options.out.mkdir(parents=True, exist_ok=True, mode=0o750)
     try:
@@ -621,7 +628,11 @@ def _publish_and_commit(
             vehicles=prepared.vehicles,
             scores=merged.store,
             cohort_cache=_cache(prepared),
-            meta={"config_fingerprint": config.fingerprint, "plan_id": prepared.plan_id},
+            meta={
+                "config_fingerprint": config.fingerprint,
+                "plan_id": prepared.plan_id,
+                "folded": prepared.folded,
+            },
             fleet=prepared.fleet,
             dealers=prepared.dealers,
         )
@@ -725,8 +736,9 @@ def _summary(
             "storage_usd": round(storage, 8),
             "transfer_usd": round(transfer, 8),
             "output_bytes": output_bytes,
-            "per_million_vehicles_usd": round((on_demand + storage + transfer) / vehicles * 1e6, 6),
-            "per_million_vehicles_spot_usd": round((spot + storage + transfer) / vehicles * 1e6, 6),
+            # Compute only, at each price; storage and transfer are listed apart.
+            "per_million_vehicles_usd": round(on_demand / vehicles * 1e6, 6),
+            "per_million_vehicles_spot_usd": round(spot / vehicles * 1e6, 6),
         },
         "rejects": prepared.rejects.by_source(),
         "reject_reasons": prepared.rejects.by_reason(),

@@ -60,6 +60,7 @@ class Prepared:
     dealer_counts: dict[str, int]
     stage_seconds: dict[str, float]
     not_in_registry: int
+    folded: dict[str, list[str]]  # partition dates folded into the state so far
 
 
 def features_of(config: ModelConfig) -> list[str]:
@@ -92,9 +93,13 @@ def prepare(
         fleet, dealers = _read_snapshots(lake, night, rejects, degraded, base)
         vehicles.insert(fleet.vin)
 
-        # Fold the partitions dated from the last completed night to D - 1.
+        # Fold the partitions up to D - 1 that no earlier night folded: those
+        # dated since the last completed night, and any that arrived late.
         first = base.night
         last = night - dt.timedelta(days=1)
+        folded: dict[str, list[str]] = {
+            source: list(dates) for source, dates in base.meta.get("folded", {}).items()
+        }
         touched: list[np.ndarray] = []
         maintained: list[np.ndarray] = []
         read: dict[str, list[str]] = {"telematics": [], "maintenance": []}
@@ -102,8 +107,18 @@ def prepare(
             ("telematics", lambda p: read_telematics(lake, p, columns), fold_telematics, touched),
             ("maintenance", lambda p: read_maintenance(lake, p), fold_maintenance, maintained),
         ):
-            partitions = _new_partitions(lake.partitions(source, ".parquet"), first, last)
-            if not any(p.date == last for p in partitions):
+            available = lake.partitions(source, ".parquet")
+            if "folded" in base.meta:
+                done = set(folded.get(source, []))
+                partitions = [
+                    p for p in available if p.date <= last and p.date.isoformat() not in done
+                ]
+            else:
+                partitions = _new_partitions(available, first, last)
+            late = [p.date.isoformat() for p in partitions if first is not None and p.date < first]
+            if late:
+                log.warning("%s: folding partitions that arrived late: %s", source, ", ".join(late))
+            if not any(p.date == last for p in available):
                 degraded.append(f"{source}: no partition dated {last}")
             for part in partitions:
                 try:
@@ -114,6 +129,7 @@ def prepare(
                     continue
                 sink.append(folder(vehicles, table, part, night, rejects))
                 read[source].append(part.date.isoformat())
+            folded[source] = sorted(set(folded.get(source, [])) | set(read[source]))
         vehicles.prune_claims(night)
         touched_vins = vinlib.unique(np.concatenate(touched)) if touched else np.empty(0, "S17")
         maintained_vins = vinlib.unique(np.concatenate(maintained)) if maintained else np.empty(0, "S17")
@@ -211,6 +227,7 @@ def prepare(
         dealer_counts=dealer_counts,
         stage_seconds={},
         not_in_registry=not_in_registry,
+        folded=folded,
     )
 
 
@@ -225,6 +242,12 @@ def _base_generation(
     watermark = state_dir.watermark()
     if watermark is None or watermark < night:
         return state_dir.load(columns, n_components, n_reasons)
+    if night < watermark:
+        raise NightError(
+            f"night {night} is before the last completed night {watermark}; only the"
+            f" last completed night can be rerun. Run --date {watermark} to redo it, a"
+            " later night to go on, or use a new state directory to replay the lake"
+        )
     previous = state_dir.load_before(night, columns, n_components, n_reasons)
     if previous is None:
         raise NightError(
@@ -232,7 +255,10 @@ def _base_generation(
             " state kept before it is gone; run the next night, or start a new state"
             " directory to replay the lake"
         )
-    log.info("rerunning night %s on the state of %s", night, previous.night)
+    if previous.night is None:
+        log.info("rerunning night %s from an empty state (replaying the lake)", night)
+    else:
+        log.info("rerunning night %s on the state of %s", night, previous.night)
     return previous
 
 

@@ -27,6 +27,9 @@ STALE_AFTER_S = 300.0
 def show(state: Path, last: int, as_json: bool) -> int:
     """Print the recorded runs and a running night's progress; return 0."""
     state_dir = StateDir(state)
+    if not state_dir.root.is_dir():
+        print(f"fleetrisk status: state folder {state} not found; pass the --state of your nightly runs")
+        return 2
     runs = state_dir.runs()[-last:]
     running = _read_progress(state_dir.root / "progress.json")
     if running is not None:

@@ -157,3 +157,40 @@ def test_catch_up_equals_night_by_night(chain: Any, cli: Any, tmp_path: Path) ->
 
     differences = compare_scores(folder, chain.night_folder(fourth))
     assert differences == {name: 0 for name in differences}
+
+
+def test_late_partition_folded_next_night(lake: Path, tmp_path: Path) -> None:
+    """A partition missing on its night is folded when it arrives, and verify agrees."""
+    from conftest import fleetrisk, nightly
+
+    late_lake = tmp_path / "lake"
+    shutil.copytree(lake, late_lake)
+    state, out = tmp_path / "S", tmp_path / "O"
+    first = nightly(late_lake, state, out, dt.date(2026, 11, 30))
+    assert first.returncode == 0, first.describe()
+
+    # The telematics partition of 2026-11-30 is missing on the night of 12-01.
+    hidden = tmp_path / "hidden"
+    shutil.move(late_lake / "telematics" / "date=2026-11-30", hidden)
+    degraded = nightly(late_lake, state, out, dt.date(2026, 12, 1))
+    assert degraded.returncode == 4, degraded.describe()
+
+    # It arrives late; the next night folds it together with its own partition.
+    shutil.move(hidden, late_lake / "telematics" / "date=2026-11-30")
+    caught_up = nightly(late_lake, state, out, dt.date(2026, 12, 2))
+    assert caught_up.returncode == 0, caught_up.describe()
+    summary = json.loads((out / "2026-12-02" / "summary.json").read_text())
+    assert summary["partitions_read"]["telematics"] == ["2026-11-30", "2026-12-01"]
+    checked = fleetrisk("verify", "--lake", late_lake, "--state", state, "--date", "2026-12-02")
+    assert checked.returncode == 0, checked.describe()
+
+
+def test_earlier_night_rejected(chain: Any) -> None:
+    """A night before the last completed one exits 2 and leaves the state alone."""
+    from conftest import nightly
+
+    result = nightly(chain.lake, chain.state, chain.out, chain.nights[0])
+    assert result.returncode == 2, result.describe()
+    assert "only the last completed night can be rerun" in result.output
+    pointer = json.loads((chain.state / "CURRENT").read_text())
+    assert pointer["night"] == chain.nights[-1].isoformat()
