@@ -27,10 +27,12 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from fleetrisk import config as configlib
 from fleetrisk import kernel, lake as lakelib, prepare as preparelib, state as statelib
+from fleetrisk import vin as vinlib
 from fleetrisk.dataset import vin_array
 
 SEVERITY_NAMES = np.array(["LOW", "MODERATE", "HIGH", "CRITICAL"])
@@ -74,26 +76,34 @@ def build_input(lake: Path, base_state: Path, night: dt.date, target: Path) -> i
     return len(order)
 
 
-def _read(path: Path, config: configlib.ModelConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _read(path: Path, config: configlib.ModelConfig) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray, np.ndarray]:
+    """Read the input: VINs as S17 bytes, dealer codes and names, p0, values."""
     table = pq.read_table(path)
-    vins = table.column("vin").to_numpy(zero_copy_only=False).astype("S17")
-    dealer = table.column("dealer_id").to_numpy(zero_copy_only=False).astype(object)
+    vins = vinlib._fixed_width_codes(table.column("vin").combine_chunks()).copy().view("S17").ravel()
+    encoded = pc.dictionary_encode(table.column("dealer_id").combine_chunks())
+    # Dealer codes in dealer-id order, so sorting by code sorts by id.
+    names = encoded.dictionary.to_pylist()
+    rank = np.argsort(np.array(names, dtype=object), kind="stable")
+    code_of = np.empty(len(names), dtype=np.int64)
+    code_of[rank] = np.arange(len(names))
+    dealer = code_of[encoded.indices.to_numpy(zero_copy_only=False)]
     p0 = np.column_stack([table.column(f"p0_{n}").to_numpy() for n in config.component_names])
-    values = np.column_stack([table.column(f"v_{n}").to_numpy() for n in config.stressor_names])
-    return vins, dealer, p0, values
+    values = np.column_stack(
+        [table.column(f"v_{n}").to_numpy(zero_copy_only=False) for n in config.stressor_names]
+    )
+    return vins, dealer, [names[i] for i in rank], p0, values
 
 
 def _rank_and_write(
-    vins: np.ndarray, dealer: np.ndarray, severity: np.ndarray, risk: np.ndarray,
-    revenue: np.ndarray, target: Path,
+    vins: np.ndarray, dealer: np.ndarray, dealer_names: list[str], severity: np.ndarray,
+    risk: np.ndarray, revenue: np.ndarray, target: Path,
 ) -> None:
     lead = np.flatnonzero(severity >= 1)
     cents = np.round(revenue[lead], 2)
-    dealer_codes, dealer_names = _codes(dealer[lead])
-    order = np.lexsort((vins[lead], -cents, -severity[lead].astype(np.int64), dealer_codes))
+    order = np.lexsort((vins[lead], -cents, -severity[lead].astype(np.int64), dealer[lead]))
     rows = lead[order]
-    sorted_dealers = dealer_codes[order]
-    starts = np.r_[0, np.flatnonzero(np.diff(sorted_dealers)) + 1]
+    sorted_dealers = dealer[rows]
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_dealers)) + 1] if len(rows) else np.empty(0, np.int64)
     first_of_group = np.zeros(len(rows), dtype=np.int64)
     first_of_group[starts] = starts
     np.maximum.accumulate(first_of_group, out=first_of_group)
@@ -102,8 +112,12 @@ def _rank_and_write(
         pa.table(
             {
                 "vin": vin_array(vins[rows]),
-                "dealer_id": pa.array(dealer_names[sorted_dealers].tolist(), pa.string()),
-                "severity": pa.array(SEVERITY_NAMES[severity[rows]].tolist(), pa.string()),
+                "dealer_id": pa.DictionaryArray.from_arrays(
+                    pa.array(sorted_dealers.astype(np.int32)), pa.array(dealer_names, pa.string())
+                ).cast(pa.string()),
+                "severity": pa.DictionaryArray.from_arrays(
+                    pa.array(severity[rows].astype(np.int32)), pa.array(SEVERITY_NAMES.tolist())
+                ).cast(pa.string()),
                 "risk": pa.array(risk[rows]),
                 "revenue_usd": pa.array(np.round(revenue[rows], 2)),
                 "lead_rank": pa.array(lead_rank),
@@ -113,23 +127,18 @@ def _rank_and_write(
     )
 
 
-def _codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    names, codes = np.unique(values.astype(str), return_inverse=True)
-    return codes.astype(np.int64), names.astype(object)
-
-
 def run_fleetrisk(source: Path, target: Path) -> None:
     """Score with fleetrisk's Numba kernel."""
     config = configlib.load()
-    vins, dealer, p0, values = _read(source, config)
+    vins, dealer, names, p0, values = _read(source, config)
     scores = kernel.score(values, p0, config.lo, config.hi, config.lr, config.repair_cost_usd, config.severity_bounds)
-    _rank_and_write(vins, dealer, scores.severity, scores.risk, scores.revenue, target)
+    _rank_and_write(vins, dealer, names, scores.severity, scores.risk, scores.revenue, target)
 
 
 def run_numpy(source: Path, target: Path, chunk: int = 100_000) -> None:
     """Score with the requirements' NumPy-vectorised formula (chunked broadcasting)."""
     config = configlib.load()
-    vins, dealer, p0, values = _read(source, config)
+    vins, dealer, names, p0, values = _read(source, config)
     span = config.hi - config.lo
     count = len(vins)
     risk = np.empty(count)
@@ -147,7 +156,7 @@ def run_numpy(source: Path, target: Path, chunk: int = 100_000) -> None:
         revenue[start:stop] = p @ config.repair_cost_usd
     bounds = config.severity_bounds
     severity = (risk[:, None] >= bounds[None, :]).sum(axis=1).astype(np.int8)
-    _rank_and_write(vins, dealer, severity, risk, revenue, target)
+    _rank_and_write(vins, dealer, names, severity, risk, revenue, target)
 
 
 def duckdb_sql(source: Path, target: Path) -> str:
