@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +31,10 @@ def _date(text: str) -> dt.date:
     try:
         return dt.date.fromisoformat(text)
     except ValueError:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            raise argparse.ArgumentTypeError(
+                f"invalid date {text!r}: no such day in the calendar"
+            ) from None
         raise argparse.ArgumentTypeError(
             f"invalid date {text!r}; write it as YYYY-MM-DD, for example 2026-12-05"
         ) from None
@@ -191,7 +196,11 @@ def _synth(args: argparse.Namespace) -> int:
         changed_fraction=args.changed_fraction,
         bad_row_rate=args.bad_row_rate,
     )
-    print(f"lake written to {args.lake}: {summary}")
+    print(
+        f"lake written to {args.lake}: {summary['vehicles']:,} vehicles,"
+        f" {summary['dealers']:,} dealers, days {', '.join(summary['days_written']) or 'none new'},"
+        f" {summary['telematics_rows']:,} telematics rows in {summary['wall_s']:.1f} s"
+    )
     return 0
 
 

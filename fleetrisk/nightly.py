@@ -651,6 +651,7 @@ def _publish_and_commit(
                 "degraded": bool(prepared.degraded),
                 "elapsed_s": round(time.perf_counter() - started_s, 3),
                 "ranks": ranks,
+                "mode": "full" if options.full else "delta",
                 "output": str(link),
             }
         )

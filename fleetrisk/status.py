@@ -47,14 +47,15 @@ def show(state: Path, last: int, as_json: bool) -> int:
         return 0
     print(
         f"{'night':<12}{'vehicles':>12}{'changed':>12}{'leads':>10}"
-        f"{'elapsed s':>11}{'ranks':>7}  status"
+        f"{'elapsed s':>11}{'ranks':>7}  {'mode':<6}status"
     )
     for run in runs:
         status = "degraded" if run.get("degraded") else "ok"
         print(
             f"{run['night']:<12}{run.get('vehicles_total', 0):>12,}"
             f"{run.get('vehicles_changed', 0):>12,}{run.get('leads_total', 0):>10,}"
-            f"{run.get('elapsed_s', 0):>11.1f}{run.get('ranks', 1):>7}  {status}"
+            f"{run.get('elapsed_s', 0):>11.1f}{run.get('ranks', 1):>7}"
+            f"  {run.get('mode', ''):<6}{status}"
         )
     return 0
 
