@@ -70,7 +70,7 @@ def build_input(lake: Path, base_state: Path, night: dt.date, target: Path) -> i
     for c, name in enumerate(config.component_names):
         columns[f"p0_{name}"] = pa.array(p0[:, c])
     for s, name in enumerate(config.stressor_names):
-        # Missing values are written as parquet nulls, as a data lake holds them.
+        # Missing values are written as parquet nulls, as a data lake stores them.
         columns[f"v_{name}"] = pa.array(prepared.values[:, s], from_pandas=True)
     pq.write_table(pa.table(columns), target)
     return len(order)

@@ -211,7 +211,7 @@ def _float_bits(values: np.ndarray) -> np.ndarray:
 
 @dataclasses.dataclass
 class FoldResult:
-    """What folding a night's partitions changed."""
+    """The effect of folding a night's partitions."""
 
     touched: np.ndarray  # S17 VINs with rows in the new partitions
     rows_read: int

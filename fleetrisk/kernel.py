@@ -191,7 +191,7 @@ def score(
     out = Scores(values.shape[0], p0.shape[1], n_reasons)
     if values.shape[0] == 0:
         return out
-    # A multiply by the reciprocal instead of 24 divisions per vehicle; it can
+    # Multiplying by the reciprocal replaces 24 divisions per vehicle. It can
     # differ from the division in the last bit, far inside the 1e-6 tolerance.
     inverse_span = np.ascontiguousarray(1.0 / (hi - lo), dtype=np.float64)
     _score_all(

@@ -38,7 +38,7 @@ class NightError(ValueError):
 
 @dataclasses.dataclass
 class Prepared:
-    """Everything rank 0 knows about the night before scoring."""
+    """The night as rank 0 prepared it, before scoring."""
 
     night: dt.date
     base: Generation

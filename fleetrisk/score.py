@@ -45,7 +45,7 @@ class RankWork:
 
 @dataclasses.dataclass
 class RankOutcome:
-    """What a rank did with its work."""
+    """The outcome of a rank's work: results, dead letters, interruption."""
 
     results: ShardResults
     dead_letters: list[dict[str, Any]]
