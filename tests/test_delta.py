@@ -159,10 +159,9 @@ def test_catch_up_equals_night_by_night(chain: Any, cli: Any, tmp_path: Path) ->
     assert differences == {name: 0 for name in differences}
 
 
-def test_late_partition_folded_next_night(lake: Path, tmp_path: Path) -> None:
+def test_late_partition_folded_next_night(lake: Path, cli: Any, tmp_path: Path) -> None:
     """A partition missing on its night is folded when it arrives, and verify agrees."""
-    from conftest import fleetrisk, nightly
-
+    nightly, fleetrisk = cli.nightly, cli.run
     late_lake = tmp_path / "lake"
     shutil.copytree(lake, late_lake)
     state, out = tmp_path / "S", tmp_path / "O"
@@ -185,11 +184,9 @@ def test_late_partition_folded_next_night(lake: Path, tmp_path: Path) -> None:
     assert checked.returncode == 0, checked.describe()
 
 
-def test_earlier_night_rejected(chain: Any) -> None:
+def test_earlier_night_rejected(chain: Any, cli: Any) -> None:
     """A night before the last completed one exits 2 and leaves the state alone."""
-    from conftest import nightly
-
-    result = nightly(chain.lake, chain.state, chain.out, chain.nights[0])
+    result = cli.nightly(chain.lake, chain.state, chain.out, chain.nights[0])
     assert result.returncode == 2, result.describe()
     assert "only the last completed night can be rerun" in result.output
     pointer = json.loads((chain.state / "CURRENT").read_text())
