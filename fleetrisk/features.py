@@ -218,6 +218,49 @@ class FoldResult:
     outcomes: dict[str, int]
 
 
+def _check_rows(
+    table: pa.Table,
+    source: str,
+    date_column: str,
+    date_reasons: tuple[str, str],
+    partition: Partition,
+    night: dt.date,
+    rejects: Rejects,
+) -> tuple[pa.ChunkedArray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Apply the row checks both event sources share, in the SPEC order.
+
+    The checks are an invalid VIN, a missing date, a date after the night
+    and a negative odometer. Returns the raw VIN column, the normalised VINs,
+    the rows kept, the sorted VINs that had any valid row, the dates and the
+    odometers.
+    """
+    raw_vin = table.column("vin")
+    vins, reason = vinlib.normalize(raw_vin)
+    keep = reason == vinlib.VALID
+    for code in np.unique(reason[~keep]):
+        _reject(rejects, source, vinlib.REASONS[int(code)], raw_vin, reason == code, partition)
+    touched = vinlib.unique(vins[keep])
+
+    date = (
+        table.column(date_column)
+        .cast(pa.int32())
+        .fill_null(NO_DATE)
+        .to_numpy(zero_copy_only=False)
+        .astype(np.int32)
+    )
+    odometer = table.column("odometer_km").to_numpy(zero_copy_only=False).astype(float)
+    missing, future = date_reasons
+    checks = (
+        (missing, date == NO_DATE),
+        (future, date > day_number(night)),
+        ("negative_odometer", odometer < 0),
+    )
+    for reason_name, bad in checks:
+        _reject(rejects, source, reason_name, raw_vin, bad & keep, partition)
+        keep &= ~bad
+    return raw_vin, vins, keep, touched, date, odometer
+
+
 def read_telematics(lake: Lake, partition: Partition, columns: list[str]) -> pa.Table:
     """Read one telematics partition, conformed to the state's columns."""
     schema = {"vin": pa.string(), "date": pa.date32(), "odometer_km": pa.float64()}
@@ -240,36 +283,9 @@ def fold_telematics(
     rejects.count_read(source, count)
     if count == 0:
         return np.empty(0, "S17")
-    raw_vin = table.column("vin")
-    vins, reason = vinlib.normalize(raw_vin)
-    keep = reason == vinlib.VALID
-    for code in np.unique(reason[~keep]):
-        _reject(
-            rejects,
-            source,
-            vinlib.REASONS[int(code)],
-            raw_vin,
-            reason == code,
-            partition,
-        )
-    touched = vinlib.unique(vins[keep])
-
-    date = (
-        table.column("date")
-        .cast(pa.int32())
-        .fill_null(NO_DATE)
-        .to_numpy(zero_copy_only=False)
-        .astype(np.int32)
+    raw_vin, vins, keep, touched, date, odometer = _check_rows(
+        table, source, "date", ("missing_date", "date_future"), partition, night, rejects
     )
-    odometer = table.column("odometer_km").to_numpy(zero_copy_only=False).astype(float)
-    checks = (
-        ("missing_date", date == NO_DATE),
-        ("date_future", date > day_number(night)),
-        ("negative_odometer", odometer < 0),
-    )
-    for reason_name, bad in checks:
-        _reject(rejects, source, reason_name, raw_vin, bad & keep, partition)
-        keep &= ~bad
 
     # A hash over every column decides whether two rows are equal.
     columns = list(state.features)
@@ -424,36 +440,15 @@ def fold_maintenance(
     rejects.count_read(source, count)
     if count == 0:
         return np.empty(0, "S17")
-    raw_vin = table.column("vin")
-    vins, reason = vinlib.normalize(raw_vin)
-    keep = reason == vinlib.VALID
-    for code in np.unique(reason[~keep]):
-        _reject(
-            rejects,
-            source,
-            vinlib.REASONS[int(code)],
-            raw_vin,
-            reason == code,
-            partition,
-        )
-    touched = vinlib.unique(vins[keep])
-
-    event_date = (
-        table.column("event_date")
-        .cast(pa.int32())
-        .fill_null(NO_DATE)
-        .to_numpy(zero_copy_only=False)
-        .astype(np.int32)
+    raw_vin, vins, keep, touched, event_date, odometer = _check_rows(
+        table,
+        source,
+        "event_date",
+        ("missing_event_date", "event_date_future"),
+        partition,
+        night,
+        rejects,
     )
-    odometer = table.column("odometer_km").to_numpy(zero_copy_only=False).astype(float)
-    checks = (
-        ("missing_event_date", event_date == NO_DATE),
-        ("event_date_future", event_date > day_number(night)),
-        ("negative_odometer", odometer < 0),
-    )
-    for reason_name, bad in checks:
-        _reject(rejects, source, reason_name, raw_vin, bad & keep, partition)
-        keep &= ~bad
 
     rows = np.flatnonzero(keep)
     if len(rows) == 0:
