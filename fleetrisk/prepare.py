@@ -115,6 +115,9 @@ def prepare(
                 ]
             else:
                 partitions = _new_partitions(available, first, last)
+            # NOTE: a late partition is folded after newer ones, so for its rows the
+            # cross-partition duplicate, conflict and rollback rules can differ from
+            # a replay that folds every partition in date order.
             late = [p.date.isoformat() for p in partitions if first is not None and p.date < first]
             if late:
                 log.warning("%s: folding partitions that arrived late: %s", source, ", ".join(late))
