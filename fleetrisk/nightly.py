@@ -251,7 +251,7 @@ def _prepare_on_root(
     empty = ShardResults.empty(n_components, n_reasons)
     if not lake.exists():
         log.error(
-            "lake folder %s not found; pass --lake with the folder that holds registry/,"
+            "lake folder %s not found; pass --lake with the folder that contains registry/,"
             " dealers/ and the dated partitions",
             options.lake,
         )

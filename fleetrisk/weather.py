@@ -2,7 +2,7 @@
 
 Rules (SPEC data rules and change detection): the night D reads the weather
 partition dated D - 1, or the latest earlier one when that is missing (the
-run is then degraded). A file holds a FeatureCollection or a bare list of
+run is then degraded). A file contains a FeatureCollection or a bare list of
 features. An alert counts when its event name is in a configured group and
 it has not ended before the start of D - 1 in UTC; its end is ``ends``, else
 ``expires``, and a timestamp that does not parse (real files carry

@@ -38,7 +38,7 @@ def test_demo_small_fleet(tmp_path: Path) -> None:
     assert summary["ranks"] == 2
     assert summary["dealers_total"] == 30
 
-    # The scores dataset holds the whole fleet; its lead count matches the dealer CSVs.
+    # The scores dataset contains the whole fleet, and its lead count matches the dealer CSVs.
     scores = f"read_parquet('{latest}/scores/*/*.parquet', hive_partitioning = true)"
     total = duckdb.sql(f"SELECT count(*) FROM {scores}").fetchall()[0][0]
     assert total == summary["vehicles_total"]

@@ -262,7 +262,7 @@ def test_shard_retry_succeeds(
 def test_dead_letter_and_vehicle_fallback(
     small_lake: Path, small_config: Path, clean_run: Path, cli: Any, tmp_path: Path
 ) -> None:
-    # Shard 0 holds plan positions 0..99; position 3 fails in the fallback.
+    # Shard 0 contains plan positions 0..99, and position 3 fails in the fallback.
     result = run_night(
         cli,
         small_lake,
@@ -289,7 +289,8 @@ def test_dead_letter_and_vehicle_fallback(
     assert len(failed) == 1
     assert failed[0]["source"] == "scoring"
     masked = failed[0]["vin_masked"]
-    assert len(masked) == 17 and masked.endswith("******"), masked
+    assert len(masked) == 17, masked
+    assert masked.endswith("******"), masked
     clean_rejects = pq.read_table(clean_run / "rejects.parquet").num_rows
     assert len(rejects) == clean_rejects + 1
 

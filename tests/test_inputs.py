@@ -392,7 +392,8 @@ def test_sentinel_rule_is_data() -> None:
     values = np.array([1.0, -9999.0, 65535.0, -999.0, 2147483647.0, 0.0])
     cleaned = features.null_sentinels("coolant_max_c", values)
     assert np.isnan(cleaned[1:5]).all()
-    assert cleaned[0] == 1.0 and cleaned[5] == 0.0
+    assert cleaned[0] == 1.0
+    assert cleaned[5] == 0.0
     assert values[1] == -9999.0  # the input is not changed in place
 
 
