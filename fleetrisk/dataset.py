@@ -1,9 +1,10 @@
 """The night's score table: every vehicle, rescored or carried forward.
 
-``build_scores_table`` turns the score store (one row per registry vehicle)
-into the Arrow table of the scores dataset, with reasons written out for
-leads; ``write_scores_dataset`` writes it as parquet partitioned by
-``severity`` (hive style), rows sorted by dealer id, then VIN.
+``build_scores_table`` turns rows of the score store (one row per registry
+vehicle) into Arrow rows of the scores dataset, with reasons written out for
+leads; ``write_scores_dataset`` writes them as parquet partitioned by
+``severity`` (hive style), rows sorted by dealer id, then VIN, one severity
+at a time.
 """
 
 from __future__ import annotations
@@ -76,46 +77,57 @@ def build_scores_table(
     changed: np.ndarray,
     fleet: Fleet,
     fleet_rows: np.ndarray,
+    rows: np.ndarray | None = None,
 ) -> pa.Table:
-    """Build the scores dataset table from the new score store.
+    """Build scores dataset rows from the new score store.
 
     ``fleet_rows`` gives each store row's fleet row; ``changed`` marks the
-    store rows rescored tonight.
+    store rows rescored tonight. ``rows`` picks the store rows to build, in
+    that order (all of them by default), so a caller that needs a part of
+    the fleet never holds a table of all of it.
     """
-    count = len(store)
-    is_lead = store.severity >= LEAD_MINIMUM
-    dealer_index = np.where(store.dealer >= 0, store.dealer, -1)
+
+    def pick(values: np.ndarray) -> np.ndarray:
+        return values if rows is None else values[rows]
+
+    severity_codes = pick(store.severity)
+    dealer_codes = pick(store.dealer)
+    count = len(severity_codes)
+    is_lead = severity_codes >= LEAD_MINIMUM
+    dealer_index = np.where(dealer_codes >= 0, dealer_codes, -1)
     dealer_dictionary = pa.array(store.dealer_vocab, pa.string())
     dealer = pa.DictionaryArray.from_arrays(
         pa.array(dealer_index, pa.int32(), mask=dealer_index < 0), dealer_dictionary
     ).cast(pa.string())
     top = pa.DictionaryArray.from_arrays(
-        pa.array(store.top.astype(np.int32)), pa.array(config.component_names)
+        pa.array(pick(store.top).astype(np.int32)), pa.array(config.component_names)
     ).cast(pa.string())
     severity = pa.DictionaryArray.from_arrays(
-        pa.array(store.severity.astype(np.int32)), pa.array(SEVERITIES)
+        pa.array(severity_codes.astype(np.int32)), pa.array(SEVERITIES)
     ).cast(pa.string())
+    probabilities = pick(store.p)
     columns = {
         "run_date": pa.array(np.full(count, (night - EPOCH).days, np.int32)).cast(pa.date32()),
-        "vin": vin_array(store.vin),
+        "vin": vin_array(pick(store.vin)),
         "dealer_id": dealer,
         "severity": severity,
-        "risk": pa.array(store.risk),
+        "risk": pa.array(pick(store.risk)),
         "top_component": top,
-        "revenue_usd": pa.array(np.round(store.revenue, 2)),
-        "reasons": reason_lists(config, store.reasons, store.reason_values, is_lead),
-        "warranty_expiring": pa.array(store.warranty),
-        "changed": pa.array(changed),
-        "scored_on": pa.array(store.scored_on).cast(pa.date32()),
+        "revenue_usd": pa.array(np.round(pick(store.revenue), 2)),
+        "reasons": reason_lists(config, pick(store.reasons), pick(store.reason_values), is_lead),
+        "warranty_expiring": pa.array(pick(store.warranty)),
+        "changed": pa.array(pick(changed)),
+        "scored_on": pa.array(pick(store.scored_on)).cast(pa.date32()),
     }
     for c, name in enumerate(config.component_names):
-        columns[f"p_{name}"] = pa.array(store.p[:, c])
+        columns[f"p_{name}"] = pa.array(np.ascontiguousarray(probabilities[:, c]))
+    vehicle_rows = pick(fleet_rows)
     columns["model"] = pa.DictionaryArray.from_arrays(
-        pa.array(fleet.model[fleet_rows]), pa.array(fleet.model_names, pa.string())
+        pa.array(fleet.model[vehicle_rows]), pa.array(fleet.model_names, pa.string())
     ).cast(pa.string())
-    columns["model_year"] = pa.array(fleet.model_year[fleet_rows])
+    columns["model_year"] = pa.array(fleet.model_year[vehicle_rows])
     columns["powertrain"] = pa.DictionaryArray.from_arrays(
-        pa.array(fleet.powertrain[fleet_rows].astype(np.int32)),
+        pa.array(fleet.powertrain[vehicle_rows].astype(np.int32)),
         pa.array(["ICE", "HEV", "PHEV", "BEV"]),
     ).cast(pa.string())
     return pa.table(columns)
@@ -124,26 +136,32 @@ def build_scores_table(
 SCORE_COLUMNS_EXCLUDED = ("model", "model_year", "powertrain", "severity")
 
 
-def write_scores_dataset(table: pa.Table, folder: Path, store: ScoreStore) -> list[Path]:
-    """Write ``scores/severity=<S>/part-0.parquet``, rows sorted by dealer and VIN."""
+def write_scores_dataset(
+    config: ModelConfig,
+    store: ScoreStore,
+    night: dt.date,
+    changed: np.ndarray,
+    fleet: Fleet,
+    fleet_rows: np.ndarray,
+    folder: Path,
+) -> list[Path]:
+    """Write ``scores/severity=<S>/part-0.parquet``, rows sorted by dealer and VIN.
+
+    Each severity's rows are built and written on their own, so the largest
+    table held at once is one severity's share of the fleet.
+    """
     written = []
     unassigned_last = np.where(store.dealer >= 0, store.dealer, np.iinfo(np.int32).max)
     order = np.lexsort((store.vin, unassigned_last))
     severity = store.severity[order]
-    keep = [name for name in table.column_names if name not in SCORE_COLUMNS_EXCLUDED]
-    columns = table.select(keep)
     for code, name in enumerate(SEVERITIES):
-        # Rows of one severity, in dealer-then-VIN order, taken straight from
-        # the unsorted table so no sorted copy of the whole fleet is made.
         rows = order[severity == code]
+        table = build_scores_table(config, store, night, changed, fleet, fleet_rows, rows)
+        keep = [column for column in table.column_names if column not in SCORE_COLUMNS_EXCLUDED]
         part = folder / f"severity={name}"
         part.mkdir(parents=True, exist_ok=True, mode=0o750)
         path = part / "part-0.parquet"
-        pq.write_table(
-            columns.take(pa.array(rows)),
-            path,
-            compression="zstd",
-            row_group_size=1 << 20,
-        )
+        pq.write_table(table.select(keep), path, compression="zstd", row_group_size=1 << 20)
+        del table
         written.append(path)
     return written

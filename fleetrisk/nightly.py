@@ -41,7 +41,7 @@ from . import checkpoint, comm as commlib, deadlines, monitor, outputs, partitio
 from .checkpoint import ShardResults
 from .comm import WHERE
 from .config import ConfigError, ModelConfig, load
-from .dataset import build_scores_table, write_scores_dataset
+from .dataset import write_scores_dataset
 from .faults import Injector
 from .lake import Lake, SourceError
 from .prepare import NightError, Prepared, checkpoint_folder, prepare
@@ -50,7 +50,7 @@ from .registry import day_number
 from .report.salesforce import write_salesforce_csv
 from .report.summary import write_summary
 from .score import RankWork, score_work
-from .state import Generation, StateDir, write_text_atomic
+from .state import Generation, ScoreStore, StateDir, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,9 @@ class StageTimer:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        # Peak RSS of this process at the end of each stage: the first stage
+        # whose figure jumps is the one that set the peak.
+        self.peak_rss: dict[str, int] = {}
 
     @contextlib.contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
@@ -94,7 +97,9 @@ class StageTimer:
         finally:
             elapsed = time.perf_counter() - started
             self.seconds[stage] = self.seconds.get(stage, 0.0) + elapsed
-            log.info("stage %s took %.2f s", stage, elapsed)
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            self.peak_rss[stage] = max(self.peak_rss.get(stage, 0), peak)
+            log.info("stage %s took %.2f s; peak RSS so far %.0f MiB", stage, elapsed, peak / 2**20)
 
 
 def _install_stop_handlers(stop: threading.Event) -> None:
@@ -362,10 +367,7 @@ def _publish_priority(
         results.shard_ids, *(getattr(results, n)[keep] for n in ("positions", "p", "risk", "revenue", "top", "severity", "reasons"))
     )
     merged = outputs.merge_store(prepared, partial, config, partial=True)
-    table = build_scores_table(
-        config, merged.store, options.night, merged.changed, prepared.fleet, merged.fleet_rows
-    )
-    leads = outputs.leads_table(config, merged, prepared, table)
+    leads = outputs.leads_table(config, merged, prepared)
     staging = Staging(options.out / "priority", options.night.isoformat())
     try:
         pq.write_table(leads, staging.path / "leads.parquet", compression="zstd")
@@ -516,14 +518,19 @@ def _write_root_outputs(
     timer: StageTimer,
 ) -> dict[str, Any]:
     with timer("segment"):
-        table = build_scores_table(
-            config, merged.store, options.night, merged.changed, prepared.fleet, merged.fleet_rows
-        )
-        leads = outputs.leads_table(config, merged, prepared, table)
+        leads = outputs.leads_table(config, merged, prepared)
         resolved = outputs.resolved_table(config, prepared, merged)
         dealers = outputs.dealer_records(prepared, options.night)
+        # Last night's scores served the leads' previous severities and the
+        # resolved leads; nothing after this reads them.
+        prepared.base.scores = ScoreStore.empty(
+            len(config.component_names), int(config.run["reasons_per_lead"])
+        )
     with timer("write_scores"):
-        write_scores_dataset(table, staging.folder("scores"), merged.store)
+        write_scores_dataset(
+            config, merged.store, options.night, merged.changed, prepared.fleet,
+            merged.fleet_rows, staging.folder("scores"),
+        )
         write_salesforce_csv(leads, staging.folder("salesforce") / "leads.csv")
         pq.write_table(prepared.rejects.table(), staging.path / "rejects.parquet")
     return {

@@ -120,17 +120,16 @@ def merge_store(
     store.registry_hash[keep_old] = 0
 
     fleet_rows = np.flatnonzero(present)
-    for name in ScoreStore.ARRAYS:
-        setattr(store, name, getattr(store, name)[fleet_rows])
+    if len(fleet_rows) < count:
+        for name in ScoreStore.ARRAYS:
+            setattr(store, name, getattr(store, name)[fleet_rows])
     changed = fresh[fleet_rows]
     if len(failed_positions):
         log.error("%d vehicles could not be scored; see rejects.parquet", len(failed_positions))
     return Merged(store, fleet_rows, changed, failed_positions)
 
 
-def leads_table(
-    config: ModelConfig, merged: Merged, prepared: Prepared, scores: pa.Table
-) -> pa.Table:
+def leads_table(config: ModelConfig, merged: Merged, prepared: Prepared) -> pa.Table:
     """Return the leads of every dealer, sorted by dealer, then lead order."""
     store = merged.store
     base = prepared.base.scores
@@ -150,7 +149,9 @@ def leads_table(
     previous_severity = np.where(
         previous >= 0, base.severity[np.maximum(previous, 0)] if len(base) else 0, -1
     )
-    table = scores.take(pa.array(rows))
+    table = build_scores_table(
+        config, store, prepared.night, merged.changed, prepared.fleet, merged.fleet_rows, rows
+    )
     previous_text = pa.DictionaryArray.from_arrays(
         pa.array(previous_severity.astype(np.int32), mask=previous_severity < 0),
         pa.array(SEVERITIES),
