@@ -272,11 +272,12 @@ def _read_snapshots(
     try:
         fleet = read_fleet(lake, night, rejects)
     except SourceError as error:
-        if base.fleet is None:
+        last_good = base.last_good_fleet()
+        if last_good is None:
             raise
         log.error("%s; using the registry of %s", error, base.night)
         degraded.append(f"registry: unreadable, used the copy of {base.night}")
-        fleet = base.fleet
+        fleet = last_good
     try:
         dealers = read_dealers(lake, rejects)
     except SourceError as error:

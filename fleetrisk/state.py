@@ -115,6 +115,17 @@ class Generation:
     meta: dict[str, Any]
     fleet: Fleet | None = None  # last good registry, the fallback when unreadable
     dealers: Dealers | None = None  # last good dealer directory
+    # The file a loaded generation came from. Its registry copy is read only
+    # when tonight's registry is unreadable, so a normal night never holds
+    # two registries.
+    path: Path | None = None
+
+    def last_good_fleet(self) -> Fleet | None:
+        """Return the registry kept with this generation, or None."""
+        if self.fleet is not None or self.path is None:
+            return self.fleet
+        with h5py.File(self.path, "r") as h5:
+            return _read_fleet(h5["fleet"]) if "fleet" in h5 else None
 
 
 class StateDir:
@@ -185,10 +196,9 @@ class StateDir:
                 )
             }
             meta = json.loads(h5.attrs["meta"])
-            fleet = _read_fleet(h5["fleet"]) if "fleet" in h5 else None
             dealers = _read_dealers(h5["dealers"]) if "dealers" in h5 else None
         night = dt.date.fromisoformat(path.stem[4:])
-        return Generation(night, vehicles, scores, cache, meta, fleet, dealers)
+        return Generation(night, vehicles, scores, cache, meta, None, dealers, path)
 
     def commit(self, generation: Generation) -> Path:
         """Write a generation atomically and point ``CURRENT`` at it."""

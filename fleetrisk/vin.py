@@ -213,13 +213,40 @@ def lookup(sorted_vins: np.ndarray, query: np.ndarray) -> np.ndarray:
     """Return the row of each query VIN in ``sorted_vins`` (int64), -1 when absent."""
     if len(sorted_vins) == 0 or len(query) == 0:
         return np.full(len(query), -1, dtype=np.int64)
-    # Searching in sorted order keeps the binary searches cache-friendly.
-    order = np.argsort(query, kind="stable")
-    rows = np.searchsorted(sorted_vins, query[order])
-    rows = np.minimum(rows, len(sorted_vins) - 1)
-    found = sorted_vins[rows] == query[order]
-    out = np.empty(len(query), dtype=np.int64)
-    out[order] = np.where(found, rows, -1)
+    return _binary_search_rows(as_codes(sorted_vins), as_codes(query))
+
+
+@numba.njit(parallel=True, cache=True)
+def _binary_search_rows(table: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Binary-search each ``(17,)`` byte row of ``query`` in the sorted ``table``.
+
+    Compares bytes in place, the order numpy gives ``S17`` values, with no
+    sort of the query and no Python objects; queries run in parallel.
+    """
+    out = np.empty(query.shape[0], dtype=np.int64)
+    for q in numba.prange(query.shape[0]):
+        low = 0
+        high = table.shape[0]
+        while low < high:
+            middle = (low + high) // 2
+            less = False
+            for position in range(VIN_LENGTH):
+                a = table[middle, position]
+                b = query[q, position]
+                if a != b:
+                    less = a < b
+                    break
+            if less:
+                low = middle + 1
+            else:
+                high = middle
+        found = low < table.shape[0]
+        if found:
+            for position in range(VIN_LENGTH):
+                if table[low, position] != query[q, position]:
+                    found = False
+                    break
+        out[q] = low if found else -1
     return out
 
 
