@@ -87,6 +87,23 @@ def encode(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, list[str]]:
     return codes, encoded.dictionary.to_pylist()
 
 
+def encode_rows(column: pa.ChunkedArray | pa.Array, rows: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Dictionary-encode ``column[rows]`` without taking its strings.
+
+    Gives the codes and values ``encode`` would give for the taken rows:
+    values in the order they first appear among ``rows``, -1 for null.
+    """
+    codes, values = encode(column)
+    picked = codes[rows]
+    known = picked >= 0
+    present, first = np.unique(picked[known], return_index=True)
+    present = present[np.argsort(first, kind="stable")]
+    renumber = np.full(len(values), -1, dtype=np.int32)
+    renumber[present] = np.arange(len(present), dtype=np.int32)
+    out = np.where(known, renumber[np.maximum(picked, 0)], -1).astype(np.int32)
+    return out, [values[int(code)] for code in present]
+
+
 def five_digits(column: pa.ChunkedArray) -> np.ndarray:
     """Parse 5-digit codes (ZIP, county FIPS) to int32; -1 where invalid."""
     trimmed = pc.utf8_trim_whitespace(column.fill_null(""))
@@ -189,24 +206,25 @@ def read_fleet(lake: Lake, night: dt.date, rejects: Rejects) -> Fleet:
     _reject(rejects, "registry", "in_service_date_future", raw_vin, future)
     keep &= ~future
 
-    rows_kept = np.flatnonzero(keep)
-    rows_kept = rows_kept[np.argsort(vins[rows_kept], kind="stable")]
-    kept = table.take(pa.array(rows_kept))
-    model, model_names = encode(pc.utf8_trim_whitespace(kept.column("model")))
-    dealer, dealer_ids = encode(
-        pc.utf8_trim_whitespace(kept.column("selling_dealer_id"))
+    # The kept rows in VIN order, straight from the stable sort above. Each
+    # column is converted for the whole table and then indexed, so the
+    # registry's strings are never copied.
+    rows_kept = order[keep[order]]
+    model, model_names = encode_rows(pc.utf8_trim_whitespace(table.column("model")), rows_kept)
+    dealer, dealer_ids = encode_rows(
+        pc.utf8_trim_whitespace(table.column("selling_dealer_id")), rows_kept
     )
     fleet = Fleet(
         vin=vins[rows_kept],
         model=model,
         model_names=model_names,
-        model_year=kept.column("model_year")
-        .to_numpy(zero_copy_only=False)
+        model_year=table.column("model_year")
+        .to_numpy(zero_copy_only=False)[rows_kept]
         .astype(np.int16),
         powertrain=powertrain[rows_kept],
         in_service=service[rows_kept],
-        zip=five_digits(kept.column("zip")),
-        county=five_digits(kept.column("county_fips")),
+        zip=five_digits(table.column("zip"))[rows_kept],
+        county=five_digits(table.column("county_fips"))[rows_kept],
         selling_dealer=dealer,
         selling_dealer_ids=dealer_ids,
         row_hash=np.zeros(len(rows_kept), dtype=np.uint64),
