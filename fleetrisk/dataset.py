@@ -152,7 +152,9 @@ def write_scores_dataset(
     """
     written = []
     unassigned_last = np.where(store.dealer >= 0, store.dealer, np.iinfo(np.int32).max)
-    order = np.lexsort((store.vin, unassigned_last))
+    # Store rows are in VIN order, so a stable sort on the dealer alone gives
+    # dealer-then-VIN order without comparing VIN bytes.
+    order = np.argsort(unassigned_last, kind="stable")
     severity = store.severity[order]
     for code, name in enumerate(SEVERITIES):
         rows = order[severity == code]

@@ -81,14 +81,20 @@ def merge_store(
     present = from_base | fresh
     base_rows = previous
 
+    good_rows = rows[ok]
+    # A partial store holds only tonight's results, so its rows are built
+    # directly in fleet order instead of scattered into fleet-sized arrays.
+    by_fleet_row = np.argsort(good_rows, kind="stable") if partial else None
+
     def combine(old: np.ndarray, new: np.ndarray, new_rows: np.ndarray, shape: tuple[int, ...] = ()) -> np.ndarray:
+        if by_fleet_row is not None:
+            return new[by_fleet_row]
         out = np.zeros((count, *shape), dtype=new.dtype)
         if len(base):
             out[from_base] = old[base_rows[from_base]]
         out[new_rows] = new
         return out
 
-    good_rows = rows[ok]
     store.vin = fleet.vin
     store.severity = combine(base.severity, severity[ok], good_rows)
     store.risk = combine(base.risk, results.risk[order][ok], good_rows)
@@ -109,20 +115,24 @@ def merge_store(
     # The inputs each score was computed with are tonight's, except for
     # vehicles whose scoring failed: those keep nothing that would stop a retry.
     signature = prepared.signature
-    store.warranty = signature.warranty.copy()
-    store.dealer = signature.dealer.copy()
-    store.dealer_vocab = list(signature.dealer_ids)
-    store.alert_mask = signature.alert_mask.copy()
-    store.age = signature.age.copy()
-    store.service_days = signature.service_days.copy()
-    store.baseline_hash = signature.baseline_hash.copy()
-    store.registry_hash = signature.registry_hash.copy()
-    store.registry_hash[keep_old] = 0
-
     fleet_rows = np.flatnonzero(present)
-    if len(fleet_rows) < count:
-        for name in ScoreStore.ARRAYS:
-            setattr(store, name, getattr(store, name)[fleet_rows])
+    if by_fleet_row is not None:
+        store.vin = fleet.vin[fleet_rows]
+        for name in ("warranty", "dealer", "alert_mask", "age", "service_days", "baseline_hash", "registry_hash"):
+            setattr(store, name, getattr(signature, name)[fleet_rows])
+    else:
+        store.warranty = signature.warranty.copy()
+        store.dealer = signature.dealer.copy()
+        store.alert_mask = signature.alert_mask.copy()
+        store.age = signature.age.copy()
+        store.service_days = signature.service_days.copy()
+        store.baseline_hash = signature.baseline_hash.copy()
+        store.registry_hash = signature.registry_hash.copy()
+        store.registry_hash[keep_old] = 0
+        if len(fleet_rows) < count:
+            for name in ScoreStore.ARRAYS:
+                setattr(store, name, getattr(store, name)[fleet_rows])
+    store.dealer_vocab = list(signature.dealer_ids)
     changed = fresh[fleet_rows]
     if len(failed_positions):
         log.error("%d vehicles could not be scored; see rejects.parquet", len(failed_positions))
@@ -135,10 +145,11 @@ def leads_table(config: ModelConfig, merged: Merged, prepared: Prepared) -> pa.T
     base = prepared.base.scores
     is_lead = (store.severity >= LEAD_MINIMUM) & (store.dealer >= 0)
     rows = np.flatnonzero(is_lead)
-    # Sort on the published revenue (whole cents) so ties order by VIN.
+    # Sort on the published revenue (whole cents) so ties order by VIN. Store
+    # rows are in VIN order, so the row number stands in for the VIN.
     order = np.lexsort(
         (
-            store.vin[rows],
+            rows,
             -np.round(store.revenue[rows], 2),
             -store.severity[rows].astype(np.int64),
             store.dealer[rows],
