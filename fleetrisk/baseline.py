@@ -68,6 +68,28 @@ class Cohorts:
         }
 
 
+def _distinct(keys: np.ndarray, fleet: Fleet) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``np.unique(keys, return_inverse=True)`` for the cohort keys.
+
+    The same key order without a sort: the keys are renumbered densely in
+    their own order (model, then year, then powertrain) and counted.
+    """
+    if len(keys) == 0:
+        return np.unique(keys, return_inverse=True)
+    first_year = int(fleet.model_year.min())
+    years = int(fleet.model_year.max()) - first_year + 1
+    dense = (
+        fleet.model.astype(np.int64) * years + (fleet.model_year.astype(np.int64) - first_year)
+    ) * 8 + fleet.powertrain.astype(np.int64)
+    present = np.bincount(dense) > 0
+    renumber = np.cumsum(present) - 1
+    of_vehicle = renumber[dense]
+    # Any row of a dense code has its key; which one is written does not matter.
+    some_row = np.zeros(len(present), dtype=np.int64)
+    some_row[dense] = np.arange(len(dense))
+    return keys[some_row[present]], of_vehicle
+
+
 def compute(
     fleet: Fleet, state: VehicleState, config: ModelConfig, night: dt.date
 ) -> Cohorts:
@@ -82,7 +104,7 @@ def compute(
         + (fleet.model_year.astype(np.int64) + 32768) * 8
         + fleet.powertrain.astype(np.int64)
     )
-    unique_keys, of_vehicle = np.unique(keys, return_inverse=True)
+    unique_keys, of_vehicle = _distinct(keys, fleet)
     names = [
         (
             fleet.model_names[int(key // (65536 * 8))],

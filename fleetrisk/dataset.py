@@ -61,12 +61,23 @@ def reason_lists(
     shown = np.round(values[use], 1)
     texts: list[str] = []
     if len(stressors):
-        keys = np.stack([stressors.astype(float), shown], axis=1)
-        unique, inverse = np.unique(keys, axis=0, return_inverse=True)
-        formatted = np.array(
-            [_format_reason(config, int(s), float(v)) for s, v in unique], dtype=object
+        # Group equal (stressor, shown value) pairs with one integer sort:
+        # -0.0 becomes 0.0 first, so equal values have equal bits.
+        bits = (shown + 0.0).view(np.int64)
+        order = np.lexsort((bits, stressors))
+        starts = np.ones(len(order), dtype=bool)
+        starts[1:] = (stressors[order][1:] != stressors[order][:-1]) | (
+            bits[order][1:] != bits[order][:-1]
         )
-        texts = formatted[inverse.ravel()].tolist()
+        group = np.cumsum(starts) - 1
+        firsts = order[starts]
+        formatted = np.array(
+            [_format_reason(config, int(stressors[r]), float(shown[r])) for r in firsts],
+            dtype=object,
+        )
+        inverse = np.empty(len(order), dtype=np.int64)
+        inverse[order] = group
+        texts = formatted[inverse].tolist()
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(texts, pa.string()))
 
 

@@ -205,9 +205,11 @@ def _run(options: Options, comm: MPI.Intracomm, stop: threading.Event) -> int:
             assert lane_results is not None and letters is not None
             gathered.append(lane_results)
             dead_letters.extend(letter for rank_letters in letters for letter in rank_letters)
-            if lane == partition.PRIORITY and len(lane_results) + _lane_resumed(header, lane, resumed):
+        if lane == partition.PRIORITY:
+            scored = len(lane_results) + _lane_resumed(header, lane, resumed) if rank == 0 else 0
+            if comm.bcast(scored > 0, root=0):
                 with timer("priority_outputs"):
-                    _publish_priority(options, config, prepared, gathered, header)
+                    _publish_priority(options, comm, config, prepared, gathered, header)
     if progress is not None:
         progress.close()
         (options.state / "progress.json").unlink(missing_ok=True)
@@ -346,45 +348,73 @@ def _components(config: ModelConfig) -> list[dict[str, str]]:
 
 def _publish_priority(
     options: Options,
+    comm: MPI.Intracomm,
     config: ModelConfig,
     prepared: Prepared | None,
     gathered: list[ShardResults],
     header: dict[str, Any],
 ) -> None:
-    """Publish the priority lane's leads before the standard lane starts."""
-    assert prepared is not None
-    n_components = len(config.component_names)
-    n_reasons = int(config.run["reasons_per_lead"])
-    results = ShardResults.concatenate(gathered, n_components, n_reasons)
-    lane = header["shard_lane"]
-    in_lane = np.isin(results.shard_ids, np.flatnonzero(lane == partition.PRIORITY))
-    priority_shards = set(results.shard_ids[in_lane].tolist())
-    starts, stops = header["shard_start"], header["shard_stop"]
-    positions = [np.arange(starts[s], stops[s]) for s in sorted(priority_shards)]
-    wanted = np.concatenate(positions) if positions else np.empty(0, np.int64)
-    keep = np.isin(results.positions, wanted)
-    partial = ShardResults(
-        results.shard_ids, *(getattr(results, n)[keep] for n in ("positions", "p", "risk", "revenue", "top", "severity", "reasons"))
-    )
-    merged = outputs.merge_store(prepared, partial, config, partial=True)
-    leads = outputs.leads_table(config, merged, prepared)
-    staging = Staging(options.out / "priority", options.night.isoformat())
-    try:
+    """Publish the priority lane's leads before the standard lane starts.
+
+    Rank 0 builds the leads; every rank renders its share of the dealers
+    that have one, and rank 0 publishes the folder.
+    """
+    rank, size = comm.Get_rank(), comm.Get_size()
+    payload: dict[str, Any] | None = None
+    staging: Staging | None = None
+    leads: Any = None
+    if rank == 0:
+        assert prepared is not None
+        n_components = len(config.component_names)
+        n_reasons = int(config.run["reasons_per_lead"])
+        results = ShardResults.concatenate(gathered, n_components, n_reasons)
+        lane = header["shard_lane"]
+        in_lane = np.isin(results.shard_ids, np.flatnonzero(lane == partition.PRIORITY))
+        priority_shards = set(results.shard_ids[in_lane].tolist())
+        starts, stops = header["shard_start"], header["shard_stop"]
+        positions = [np.arange(starts[s], stops[s]) for s in sorted(priority_shards)]
+        wanted = np.concatenate(positions) if positions else np.empty(0, np.int64)
+        keep = np.isin(results.positions, wanted)
+        partial = ShardResults(
+            results.shard_ids, *(getattr(results, n)[keep] for n in ("positions", "p", "risk", "revenue", "top", "severity", "reasons"))
+        )
+        merged = outputs.merge_store(prepared, partial, config, partial=True)
+        leads = outputs.leads_table(config, merged, prepared)
+        staging = Staging(options.out / "priority", options.night.isoformat())
         pq.write_table(leads, staging.path / "leads.parquet", compression="zstd")
         dealers = outputs.dealer_records(prepared, options.night)
-        with_leads = sorted(set(leads.column("dealer_id").to_pylist()))
-        rows = [i for i, d in enumerate(dealers) if d["dealer_id"] in with_leads]
+        with_leads = set(leads.column("dealer_id").to_pylist())
+        payload = {
+            "dealers": dealers,
+            "rows": [i for i, d in enumerate(dealers) if d["dealer_id"] in with_leads],
+            "leads_ipc": _to_ipc(leads) if size > 1 else b"",
+            "folder": str(staging.folder("dealers")),
+            "leads": leads.num_rows,
+        }
+    payload = comm.bcast(payload, root=0)
+    assert payload is not None
+    try:
+        if leads is None:
+            leads = _from_ipc(payload["leads_ipc"])
         outputs.render_dealers(
-            dealers, rows, leads, outputs.resolved_table(config, prepared, merged).slice(0, 0),
-            options.night, staging.folder("dealers"), _components(config),
-            deadlines.night_start_utc(options.night),
+            payload["dealers"], payload["rows"][rank::size], leads,
+            outputs.RESOLVED_SCHEMA.empty_table(), options.night, Path(payload["folder"]),
+            _components(config), deadlines.night_start_utc(options.night),
         )
-        staging.manifest({"run_date": options.night.isoformat(), "lane": "priority", "leads": leads.num_rows})
-        staging.publish()
+        comm.barrier()
+        if staging is not None:
+            staging.manifest(
+                {"run_date": options.night.isoformat(), "lane": "priority", "leads": payload["leads"]}
+            )
+            staging.publish()
     except BaseException:
-        staging.discard()
+        if staging is not None:
+            staging.discard()
         raise
-    log.info("priority lane published: %d leads for %d dealers", leads.num_rows, len(rows))
+    if rank == 0:
+        log.info(
+            "priority lane published: %d leads for %d dealers", payload["leads"], len(payload["rows"])
+        )
 
 
 def _finish(

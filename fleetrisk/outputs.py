@@ -55,13 +55,21 @@ def merge_store(
     base = prepared.base.scores
     previous = prepared.changes.previous
     plan = prepared.plan
-    complete = len(results) == len(plan.order) == len(np.unique(results.positions))
+    covered = np.zeros(len(plan.order), dtype=bool)
+    covered[results.positions] = True
+    distinct = int(np.count_nonzero(covered))
+    complete = len(results) == len(plan.order) == distinct
     if not partial and not complete:
         raise RuntimeError(
-            f"scoring covered {len(np.unique(results.positions))} of {len(plan.order)}"
+            f"scoring covered {distinct} of {len(plan.order)}"
             " planned vehicles; rerun the night to resume from the checkpoints"
         )
-    order = np.argsort(results.positions)
+    if complete:
+        # Positions are a permutation of the plan: invert it in one pass.
+        order = np.empty(len(results), dtype=np.int64)
+        order[results.positions] = np.arange(len(results))
+    else:
+        order = np.argsort(results.positions)
     positions = results.positions[order]
     rows = plan.order[positions]
     severity = results.severity[order]
@@ -170,20 +178,23 @@ def leads_table(config: ModelConfig, merged: Merged, prepared: Prepared) -> pa.T
     return table.append_column("previous_severity", previous_text)
 
 
+RESOLVED_SCHEMA = pa.schema(
+    [
+        ("dealer_id", pa.string()),
+        ("vin", pa.string()),
+        ("previous_severity", pa.string()),
+        ("severity", pa.string()),
+        ("top_component", pa.string()),
+        ("model", pa.string()),
+        ("model_year", pa.int16()),
+    ]
+)
+
+
 def resolved_table(config: ModelConfig, prepared: Prepared, merged: Merged) -> pa.Table:
     """Return last night's leads that are not leads tonight, with their old dealer."""
     base = prepared.base.scores
-    schema = pa.schema(
-        [
-            ("dealer_id", pa.string()),
-            ("vin", pa.string()),
-            ("previous_severity", pa.string()),
-            ("severity", pa.string()),
-            ("top_component", pa.string()),
-            ("model", pa.string()),
-            ("model_year", pa.int16()),
-        ]
-    )
+    schema = RESOLVED_SCHEMA
     if len(base) == 0:
         return schema.empty_table()
     was_lead = np.flatnonzero((base.severity >= LEAD_MINIMUM) & (base.dealer >= 0))
@@ -320,6 +331,7 @@ def revenue_total(leads: pa.Table) -> float:
 
 __all__ = [
     "Merged",
+    "RESOLVED_SCHEMA",
     "build_scores_table",
     "dealer_records",
     "leads_table",

@@ -213,7 +213,48 @@ def lookup(sorted_vins: np.ndarray, query: np.ndarray) -> np.ndarray:
     """Return the row of each query VIN in ``sorted_vins`` (int64), -1 when absent."""
     if len(sorted_vins) == 0 or len(query) == 0:
         return np.full(len(query), -1, dtype=np.int64)
-    return _binary_search_rows(as_codes(sorted_vins), as_codes(query))
+    table, codes = as_codes(sorted_vins), as_codes(query)
+    # Sorted queries (fleet VINs, most often) are merged in one sequential
+    # pass; a binary search per query would miss the cache on every step of
+    # a large table.
+    if _rows_sorted(codes):
+        return _merge_rows(table, codes)
+    return _binary_search_rows(table, codes)
+
+
+@numba.njit(cache=True)
+def _compare_rows(a: np.ndarray, row_a: int, b: np.ndarray, row_b: int) -> int:
+    """Return -1, 0 or 1 as byte row ``a[row_a]`` sorts before, with or after ``b[row_b]``."""
+    for position in range(VIN_LENGTH):
+        x = a[row_a, position]
+        y = b[row_b, position]
+        if x != y:
+            return -1 if x < y else 1
+    return 0
+
+
+@numba.njit(cache=True)
+def _rows_sorted(codes: np.ndarray) -> bool:
+    """Return True when the byte rows are in non-decreasing order."""
+    for row in range(1, codes.shape[0]):
+        if _compare_rows(codes, row - 1, codes, row) > 0:
+            return False
+    return True
+
+
+@numba.njit(cache=True)
+def _merge_rows(table: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Find sorted query rows in the sorted table in one pass (first match, -1 absent)."""
+    out = np.full(query.shape[0], -1, dtype=np.int64)
+    row = 0
+    for q in range(query.shape[0]):
+        while row < table.shape[0] and _compare_rows(table, row, query, q) < 0:
+            row += 1
+        if row == table.shape[0]:
+            break
+        if _compare_rows(table, row, query, q) == 0:
+            out[q] = row
+    return out
 
 
 @numba.njit(parallel=True, cache=True)
