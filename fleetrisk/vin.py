@@ -247,12 +247,17 @@ def _merge_rows(table: np.ndarray, query: np.ndarray) -> np.ndarray:
     """Find sorted query rows in the sorted table in one pass (first match, -1 absent)."""
     out = np.full(query.shape[0], -1, dtype=np.int64)
     row = 0
+    rows = table.shape[0]
     for q in range(query.shape[0]):
-        while row < table.shape[0] and _compare_rows(table, row, query, q) < 0:
+        order = -1
+        while row < rows:
+            order = _compare_rows(table, row, query, q)
+            if order >= 0:
+                break
             row += 1
-        if row == table.shape[0]:
+        if row == rows:
             break
-        if _compare_rows(table, row, query, q) == 0:
+        if order == 0:
             out[q] = row
     return out
 
