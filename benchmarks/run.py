@@ -128,9 +128,11 @@ def _night(ranks: int, lake: Path, state: Path, out: Path, night: dt.date, full:
     }
 
 
-def time_nights(size: int, ranks: list[int], repeats: int, lake: Path, base: Path) -> list[dict[str, Any]]:
+def time_nights(
+    size: int, ranks: list[int], repeats: int, lake: Path, base: Path, modes: tuple[str, ...] = ("delta", "full")
+) -> list[dict[str, Any]]:
     rows = []
-    for mode in ("delta", "full"):
+    for mode in modes:
         for rank_count in ranks:
             runs = []
             for _ in range(repeats):
@@ -206,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="runs per measurement; the median is reported")
     parser.add_argument("--dealers-per-million", type=int, default=600, help="dealers per million vehicles (at least 30)")
     parser.add_argument("--skip-nights", action="store_true", help="measure only the kernel and the peers")
+    parser.add_argument("--modes", nargs="+", choices=["delta", "full"], default=["delta", "full"], help="which whole nights to time")
     parser.add_argument("--quick", action="store_true", help="one tiny run of everything, for CI")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
@@ -220,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         lake = lake_for(size, dealers)
         base = base_state_for(size, lake)
         if not args.skip_nights:
-            results["nights"].extend(time_nights(size, args.ranks, args.repeats, lake, base))
+            results["nights"].extend(
+                time_nights(size, args.ranks, args.repeats, lake, base, tuple(args.modes))
+            )
         results["kernel"].append(roofline.measure_kernel(size, args.repeats, bandwidth))
         print(f"kernel size={size:,}: {results['kernel'][-1]}", flush=True)
         results["peers"].append(peers.compare(lake, base, TIMED_NIGHT, args.repeats))

@@ -116,7 +116,6 @@ def build_scores_table(
     severity = pa.DictionaryArray.from_arrays(
         pa.array(severity_codes.astype(np.int32)), pa.array(SEVERITIES)
     ).cast(pa.string())
-    probabilities = pick(store.p)
     columns = {
         "run_date": pa.array(np.full(count, (night - EPOCH).days, np.int32)).cast(pa.date32()),
         "vin": vin_array(pick(store.vin)),
@@ -131,7 +130,9 @@ def build_scores_table(
         "scored_on": pa.array(pick(store.scored_on)).cast(pa.date32()),
     }
     for c, name in enumerate(config.component_names):
-        columns[f"p_{name}"] = pa.array(np.ascontiguousarray(probabilities[:, c]))
+        # One component's column at a time, never a picked copy of the matrix.
+        column = store.p[:, c] if rows is None else store.p[rows, c]
+        columns[f"p_{name}"] = pa.array(np.ascontiguousarray(column))
     vehicle_rows = pick(fleet_rows)
     columns["model"] = pa.DictionaryArray.from_arrays(
         pa.array(fleet.model[vehicle_rows]), pa.array(fleet.model_names, pa.string())
