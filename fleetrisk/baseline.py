@@ -84,7 +84,7 @@ def _distinct(keys: np.ndarray, fleet: Fleet) -> tuple[np.ndarray, np.ndarray]:
     present = np.bincount(dense) > 0
     renumber = np.cumsum(present) - 1
     of_vehicle = renumber[dense]
-    # Any row of a dense code has its key; which one is written does not matter.
+    # Every row of a dense code has the same key, so any row can supply it.
     some_row = np.zeros(len(present), dtype=np.int64)
     some_row[dense] = np.arange(len(dense))
     return keys[some_row[present]], of_vehicle

@@ -551,8 +551,8 @@ def _write_root_outputs(
         leads = outputs.leads_table(config, merged, prepared)
         resolved = outputs.resolved_table(config, prepared, merged)
         dealers = outputs.dealer_records(prepared, options.night)
-        # Last night's scores served the leads' previous severities and the
-        # resolved leads; nothing after this reads them.
+        # Last night's scores were needed only for the leads' previous
+        # severities and the resolved leads, so they are freed here.
         prepared.base.scores = ScoreStore.empty(
             len(config.component_names), int(config.run["reasons_per_lead"])
         )

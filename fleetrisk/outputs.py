@@ -90,7 +90,7 @@ def merge_store(
     base_rows = previous
 
     good_rows = rows[ok]
-    # A partial store holds only tonight's results, so its rows are built
+    # A partial store contains only tonight's results, so its rows are built
     # directly in fleet order instead of scattered into fleet-sized arrays.
     by_fleet_row = np.argsort(good_rows, kind="stable") if partial else None
 
@@ -154,7 +154,7 @@ def leads_table(config: ModelConfig, merged: Merged, prepared: Prepared) -> pa.T
     is_lead = (store.severity >= LEAD_MINIMUM) & (store.dealer >= 0)
     rows = np.flatnonzero(is_lead)
     # Sort on the published revenue (whole cents) so ties order by VIN. Store
-    # rows are in VIN order, so the row number stands in for the VIN.
+    # rows are in VIN order, so the row number is used as the VIN key.
     order = np.lexsort(
         (
             rows,

@@ -116,8 +116,8 @@ class Generation:
     fleet: Fleet | None = None  # last good registry, the fallback when unreadable
     dealers: Dealers | None = None  # last good dealer directory
     # The file a loaded generation came from. Its registry copy is read only
-    # when tonight's registry is unreadable, so a normal night never holds
-    # two registries.
+    # when tonight's registry is unreadable, so a normal night keeps one
+    # registry in memory, not two.
     path: Path | None = None
 
     def last_good_fleet(self) -> Fleet | None:

@@ -214,9 +214,9 @@ def lookup(sorted_vins: np.ndarray, query: np.ndarray) -> np.ndarray:
     if len(sorted_vins) == 0 or len(query) == 0:
         return np.full(len(query), -1, dtype=np.int64)
     table, codes = as_codes(sorted_vins), as_codes(query)
-    # Sorted queries (fleet VINs, most often) are merged in one sequential
-    # pass; a binary search per query would miss the cache on every step of
-    # a large table.
+    # Sorted queries (most often the fleet's VINs) are merged in one
+    # sequential pass, because a binary search per query misses the cache on
+    # most steps in a large table.
     if _rows_sorted(codes):
         return _merge_rows(table, codes)
     return _binary_search_rows(table, codes)
