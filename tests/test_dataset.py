@@ -14,8 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
+
+from fleetrisk.config import load as load_config
+from fleetrisk.dataset import _format_reason, reason_lists
 
 SEVERITY_ORDER = {"CRITICAL": 0, "HIGH": 1, "MODERATE": 2}
 NIGHTS = (dt.date(2026, 11, 30), dt.date(2026, 12, 3))
@@ -192,3 +196,19 @@ def test_scores_columns(night: tuple[Path, dict], chain: Any) -> None:
     # A lead may have no reasons: its top component can owe its probability
     # to the cohort baseline alone. LOW vehicles never list reasons.
     assert bad == (0, 0, 0, 0, 1)
+
+
+def test_reason_lists_group_equal_values() -> None:
+    config = load_config()
+    reasons = np.array([[0, 1, -1], [0, -1, -1], [1, 0, -1], [2, 2, 2]], dtype=np.int8)
+    values = np.array(
+        [[12.04, -0.0, np.nan], [12.0, np.nan, np.nan], [0.0, 11.96, np.nan], [1.0, 1.0, 1.0]]
+    )
+    is_lead = np.array([True, True, True, False])
+    lists = reason_lists(config, reasons, values, is_lead).to_pylist()
+    first = _format_reason(config, 0, 12.0)
+    second = _format_reason(config, 1, 0.0)
+    assert lists[0] == [first, second]
+    assert lists[1] == [first]
+    assert lists[2] == [second, first]
+    assert lists[3] == []

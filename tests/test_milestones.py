@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 
 import numpy as np
@@ -163,3 +164,32 @@ def test_warranty_without_odometer_uses_date_only() -> None:
     # No odometer reading: only the time limits count.
     assert expiring(D(2025, 1, 1), np.nan, D(2026, 1, 1), D(2026, 2, 1)) is False
     assert expiring(D(2025, 1, 1), np.nan, None, D(2027, 12, 5)) is True
+
+
+def _python_age(start: dt.date, night: dt.date) -> int:
+    anniversary_day = start.day
+    if (start.month, start.day) == (2, 29) and not calendar.isleap(night.year):
+        anniversary_day = 28
+    before = (night.month, night.day) < (start.month, anniversary_day)
+    return max(night.year - start.year - int(before), 0)
+
+
+def _python_add_months(start: dt.date, months: int) -> dt.date:
+    index = start.year * 12 + start.month - 1 + months
+    year, month = divmod(index, 12)
+    last = calendar.monthrange(year, month + 1)[1]
+    return dt.date(year, month + 1, min(start.day, last))
+
+
+def test_fleet_sized_dates_match_python() -> None:
+    # 6,000 vehicles take the per-day table path; Python's calendar checks it.
+    rng = np.random.default_rng(7)
+    starts = rng.integers(day_number(D(1996, 1, 1)), day_number(D(2026, 12, 1)), 6000)
+    starts[:4] = [day_number(D(2020, 2, 29)), day_number(D(2016, 2, 29)), day_number(D(2024, 1, 31)), day_number(D(1996, 1, 1))]
+    dates = [D(1970, 1, 1) + dt.timedelta(days=int(n)) for n in starts]
+    night = D(2026, 12, 4)
+    ages = milestones.age_years(starts.astype(np.int32), day_number(night))
+    assert ages.tolist() == [_python_age(start, night) for start in dates]
+    for months in (1, 36, 60):
+        ends = milestones.add_months(starts.astype(np.int32), months)
+        assert ends.tolist() == [day_number(_python_add_months(start, months)) for start in dates]

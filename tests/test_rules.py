@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -20,10 +21,10 @@ import pyarrow.parquet as pq
 import pytest
 from vininfo import Vin
 
-from fleetrisk import features
+from fleetrisk import baseline, features
 from fleetrisk.features import KNOWN_FEATURES, VehicleState
 from fleetrisk.lake import Lake, Partition
-from fleetrisk.registry import NO_DATE, day_number, read_fleet
+from fleetrisk.registry import NO_DATE, day_number, encode_rows, read_fleet
 from fleetrisk.rejects import Rejects
 
 NIGHT = dt.date(2026, 12, 1)
@@ -643,3 +644,30 @@ def test_registry_rules(tmp_path: Path, year_type: pa.DataType) -> None:
     assert not any(
         "owner" in field.name for field in fleet.__dataclass_fields__.values()
     )
+
+
+def test_encode_rows_matches_encoding_taken_rows() -> None:
+    column = pa.chunked_array([["B", None, "A", "C", "A"], ["D", "B", None]])
+    rows = np.array([6, 2, 1, 4, 0])
+    codes, values = encode_rows(column, rows)
+    assert values == ["B", "A"]
+    assert codes.tolist() == [0, 1, -1, 1, 0]
+
+
+def test_cohort_numbering_matches_unique() -> None:
+    rng = np.random.default_rng(11)
+    count = 20_000
+    fleet = SimpleNamespace(
+        model=rng.integers(0, 40, count).astype(np.int32),
+        model_year=rng.integers(1998, 2027, count).astype(np.int16),
+        powertrain=rng.integers(0, 4, count).astype(np.int8),
+    )
+    keys = (
+        fleet.model.astype(np.int64) * 65536 * 8
+        + (fleet.model_year.astype(np.int64) + 32768) * 8
+        + fleet.powertrain.astype(np.int64)
+    )
+    expected_keys, expected_codes = np.unique(keys, return_inverse=True)
+    got_keys, got_codes = baseline._distinct(keys, fleet)
+    assert got_keys.tolist() == expected_keys.tolist()
+    assert got_codes.tolist() == expected_codes.ravel().tolist()

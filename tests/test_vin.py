@@ -21,6 +21,7 @@ from fleetrisk.vin import (
     VALID,
     check_digit,
     is_valid,
+    lookup,
     mask,
     mask_text,
     normalize,
@@ -253,3 +254,34 @@ def test_mask_text() -> None:
     assert "042788" not in masked
     assert "000001" not in masked
     assert "12345678901234567890" in masked
+
+
+def _vin_shaped(rng: np.random.Generator, count: int, letters: int) -> np.ndarray:
+    """Return ``count`` 17-character VIN-shaped values from a small alphabet."""
+    alphabet = np.frombuffer(b"0123456789ABCDEFGHJKLMNPRSTUVWXYZ", np.uint8)[:letters]
+    return alphabet[rng.integers(0, letters, (count, 17))].copy().view("S17").ravel()
+
+
+def _lookup_by_searchsorted(table: np.ndarray, query: np.ndarray) -> np.ndarray:
+    rows = np.minimum(np.searchsorted(table, query), len(table) - 1)
+    return np.where(table[rows] == query, rows, -1)
+
+
+@pytest.mark.parametrize("letters", [2, 33])
+def test_lookup_matches_searchsorted(letters: int) -> None:
+    # Two letters give many repeated VINs and long shared prefixes.
+    rng = np.random.default_rng(letters)
+    table = np.sort(_vin_shaped(rng, 3000, letters))
+    unsorted = _vin_shaped(rng, 5000, letters)
+    for query in (unsorted, np.sort(unsorted), np.sort(np.concatenate([table, unsorted]))):
+        expected = _lookup_by_searchsorted(table, query)
+        assert lookup(table, query).tolist() == expected.tolist()
+
+
+def test_lookup_edges() -> None:
+    table = np.array([b"1" * 17, b"5" * 17, b"5" * 17], "S17")
+    query = np.array([b"0" * 17, b"5" * 17, b"9" * 17, b"1" * 17], "S17")
+    assert lookup(table, query).tolist() == [-1, 1, -1, 0]
+    assert lookup(table, np.sort(query)).tolist() == [-1, 0, 1, -1]
+    assert lookup(np.empty(0, "S17"), query).tolist() == [-1, -1, -1, -1]
+    assert lookup(table, np.empty(0, "S17")).tolist() == []
