@@ -3,13 +3,14 @@
 ``build_scores_table`` turns rows of the score store (one row per registry
 vehicle) into Arrow rows of the scores dataset, with reasons written out for
 leads; ``write_scores_dataset`` writes them as parquet partitioned by
-``severity`` (hive style), rows sorted by dealer id, then VIN, one severity
-at a time.
+``severity`` (hive style), rows sorted by dealer id, then VIN, in parts of
+at most ``PART_ROWS`` rows.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -148,6 +149,11 @@ def build_scores_table(
 SCORE_COLUMNS_EXCLUDED = ("model", "model_year", "powertrain", "severity")
 
 
+# Rows per parquet file of the scores dataset. Parts are built and written on
+# two threads, and a part is the largest table held at once.
+PART_ROWS = 2_000_000
+
+
 def write_scores_dataset(
     config: ModelConfig,
     store: ScoreStore,
@@ -157,25 +163,32 @@ def write_scores_dataset(
     fleet_rows: np.ndarray,
     folder: Path,
 ) -> list[Path]:
-    """Write ``scores/severity=<S>/part-0.parquet``, rows sorted by dealer and VIN.
+    """Write ``scores/severity=<S>/part-NNN.parquet``, rows sorted by dealer and VIN.
 
-    Each severity's rows are built and written on their own, so the largest
-    table held at once is one severity's share of the fleet.
+    A severity's rows are split into parts of at most ``PART_ROWS`` rows,
+    numbered in row order. Each part is built and written on its own, two
+    at a time: Arrow releases the GIL while it encodes and compresses.
     """
-    written = []
     unassigned_last = np.where(store.dealer >= 0, store.dealer, np.iinfo(np.int32).max)
     # Store rows are in VIN order, so a stable sort on the dealer alone gives
     # dealer-then-VIN order without comparing VIN bytes.
     order = np.argsort(unassigned_last, kind="stable")
     severity = store.severity[order]
+    jobs: list[tuple[Path, np.ndarray]] = []
     for code, name in enumerate(SEVERITIES):
         rows = order[severity == code]
-        table = build_scores_table(config, store, night, changed, fleet, fleet_rows, rows)
-        keep = [column for column in table.column_names if column not in SCORE_COLUMNS_EXCLUDED]
         part = folder / f"severity={name}"
         part.mkdir(parents=True, exist_ok=True, mode=0o750)
-        path = part / "part-0.parquet"
+        starts = range(0, max(len(rows), 1), PART_ROWS)
+        for index, start in enumerate(starts):
+            jobs.append((part / f"part-{index:03d}.parquet", rows[start : start + PART_ROWS]))
+
+    def write(job: tuple[Path, np.ndarray]) -> Path:
+        path, rows = job
+        table = build_scores_table(config, store, night, changed, fleet, fleet_rows, rows)
+        keep = [column for column in table.column_names if column not in SCORE_COLUMNS_EXCLUDED]
         pq.write_table(table.select(keep), path, compression="zstd", row_group_size=1 << 20)
-        del table
-        written.append(path)
-    return written
+        return path
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(write, jobs))

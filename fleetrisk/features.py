@@ -307,7 +307,10 @@ def fold_telematics(
     row_hash = mix(row_hash, dtc_hash[dtc])
 
     rows = np.flatnonzero(keep)
-    rows = rows[np.lexsort((rows, date[rows], vins[rows]))]
+    # Order by VIN, then date, then row: a stable VIN sort of the rows
+    # already ordered by date and row.
+    rows = rows[np.lexsort((rows, date[rows]))]
+    rows = rows[vinlib.argsort(vins[rows])]
     state.insert(vins[rows])
     state_row = state.rows_of(vins[rows]).astype(np.int64)
     outcome = _fold_rows(

@@ -96,8 +96,10 @@ def encode_rows(column: pa.ChunkedArray | pa.Array, rows: np.ndarray) -> tuple[n
     codes, values = encode(column)
     picked = codes[rows]
     known = picked >= 0
-    present, first = np.unique(picked[known], return_index=True)
-    present = present[np.argsort(first, kind="stable")]
+    first = np.full(len(values), len(picked), dtype=np.int64)
+    np.minimum.at(first, picked[known], np.flatnonzero(known))
+    present = np.flatnonzero(first < len(picked))
+    present = present[np.argsort(first[present], kind="stable")]
     renumber = np.full(len(values), -1, dtype=np.int32)
     renumber[present] = np.arange(len(present), dtype=np.int32)
     out = np.where(known, renumber[np.maximum(picked, 0)], -1).astype(np.int32)
@@ -152,7 +154,7 @@ def read_fleet(lake: Lake, night: dt.date, rejects: Rejects) -> Fleet:
         rejects.add("registry", vinlib.REASONS[int(code)], _take(raw_vin, rows_bad))
 
     # Every row of a VIN that occurs more than once is rejected.
-    order = np.argsort(vins, kind="stable")
+    order = vinlib.argsort(vins)
     sorted_vins = vins[order]
     same_as_next = np.zeros(rows, dtype=bool)
     if rows > 1:

@@ -194,6 +194,63 @@ def mask_text(text: str) -> str:
     return _MASK_PATTERN.sub(lambda m: m.group(1) + "******", text)
 
 
+def argsort(vins: np.ndarray) -> np.ndarray:
+    """Return the stable sort order of an ``S17`` array, as ``np.argsort`` gives it.
+
+    Sorts on 64-bit words instead of comparing bytes: the first eight bytes
+    as one big-endian integer, then each run of equal first words by row,
+    the next eight bytes and the last byte, which restores stability.
+    """
+    codes = as_codes(vins)
+    first, second, last = _key_words(codes)
+    order = np.argsort(first)
+    _sort_runs(order, first, second, last)
+    return order
+
+
+@numba.njit(cache=True)
+def _key_words(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    count = codes.shape[0]
+    first = np.empty(count, dtype=np.uint64)
+    second = np.empty(count, dtype=np.uint64)
+    last = np.empty(count, dtype=np.uint8)
+    for row in range(count):
+        a = np.uint64(0)
+        b = np.uint64(0)
+        for position in range(8):
+            a = (a << np.uint64(8)) | np.uint64(codes[row, position])
+            b = (b << np.uint64(8)) | np.uint64(codes[row, position + 8])
+        first[row] = a
+        second[row] = b
+        last[row] = codes[row, 16]
+    return first, second, last
+
+
+@numba.njit(cache=True)
+def _sort_runs(order: np.ndarray, first: np.ndarray, second: np.ndarray, last: np.ndarray) -> None:
+    """Sort each run of equal first words by the second word, then the last byte (stable)."""
+    count = order.shape[0]
+    start = 0
+    while start < count:
+        stop = start + 1
+        while stop < count and first[order[stop]] == first[order[start]]:
+            stop += 1
+        if stop - start > 1:
+            # The first sort is not stable: row order first, then stable sorts.
+            run = np.sort(order[start:stop])
+            run = run[np.argsort(second[run], kind="mergesort")]
+            # Equal second words are rare: insertion sort on the last byte.
+            for i in range(1, run.shape[0]):
+                item = run[i]
+                j = i - 1
+                while j >= 0 and second[run[j]] == second[item] and last[run[j]] > last[item]:
+                    run[j + 1] = run[j]
+                    j -= 1
+                run[j + 1] = item
+            order[start:stop] = run
+        start = stop
+
+
 def unique(vins: np.ndarray) -> np.ndarray:
     """Return the sorted distinct VINs.
 
@@ -202,7 +259,7 @@ def unique(vins: np.ndarray) -> np.ndarray:
     """
     if len(vins) == 0:
         return np.empty(0, "S17")
-    ordered = np.sort(vins)
+    ordered = vins[argsort(vins)]
     keep = np.empty(len(ordered), dtype=bool)
     keep[0] = True
     np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])

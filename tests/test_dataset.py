@@ -11,15 +11,20 @@ import datetime as dt
 import json
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import duckdb
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from fleetrisk import dataset
+from fleetrisk.config import SEVERITIES
 from fleetrisk.config import load as load_config
-from fleetrisk.dataset import _format_reason, reason_lists
+from fleetrisk.dataset import _format_reason, reason_lists, write_scores_dataset
+from fleetrisk.state import ScoreStore
 
 SEVERITY_ORDER = {"CRITICAL": 0, "HIGH": 1, "MODERATE": 2}
 NIGHTS = (dt.date(2026, 11, 30), dt.date(2026, 12, 3))
@@ -144,8 +149,10 @@ def test_dealer_csv_lead_order(night: tuple[Path, dict]) -> None:
 
 def test_scores_sorted_by_dealer(night: tuple[Path, dict]) -> None:
     folder, _ = night
-    for path in sorted((folder / "scores").glob("severity=*/part-0.parquet")):
-        table = pq.read_table(path, columns=["dealer_id", "vin"])
+    for path in sorted((folder / "scores").glob("severity=*")):
+        parts = sorted(path.glob("part-*.parquet"))
+        assert [part.name for part in parts] == ["part-000.parquet"]
+        table = pq.read_table(parts[0], columns=["dealer_id", "vin"])
         # Rows with a dealer come first, sorted by dealer id, then VIN.
         keys = [
             (dealer is None, dealer or "", vin)
@@ -212,3 +219,48 @@ def test_reason_lists_group_equal_values() -> None:
     assert lists[1] == [first]
     assert lists[2] == [second, first]
     assert lists[3] == []
+
+
+def _tiny_store(config: Any, count: int) -> tuple[ScoreStore, SimpleNamespace]:
+    rng = np.random.default_rng(5)
+    components = len(config.component_names)
+    store = ScoreStore.empty(components, 3)
+    store.vin = np.array([f"1FTFW1E50NF{n:06d}" for n in range(count)], "S17")
+    store.severity = rng.integers(0, 4, count).astype(np.int8)
+    store.dealer = rng.integers(-1, 3, count).astype(np.int32)
+    store.dealer_vocab = ["AZ-1", "CA-2", "TX-3"]
+    store.top = rng.integers(0, components, count).astype(np.int8)
+    store.risk = rng.random(count)
+    store.revenue = rng.random(count) * 900
+    store.p = rng.random((count, components))
+    store.reasons = rng.integers(-1, 3, (count, 3)).astype(np.int8)
+    store.reason_values = rng.random((count, 3)) * 10
+    store.warranty = rng.random(count) < 0.5
+    store.scored_on = np.full(count, 20_424, np.int32)
+    fleet = SimpleNamespace(
+        model=np.zeros(count, np.int32),
+        model_names=["Camry"],
+        model_year=np.full(count, 2019, np.int16),
+        powertrain=np.zeros(count, np.int8),
+    )
+    return store, fleet
+
+
+def test_scores_parts_keep_row_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = load_config()
+    count = 40
+    store, fleet = _tiny_store(config, count)
+    rows = np.arange(count)
+    changed = np.zeros(count, bool)
+    night = dt.date(2026, 12, 2)
+    write_scores_dataset(config, store, night, changed, fleet, rows, tmp_path / "whole")
+    monkeypatch.setattr(dataset, "PART_ROWS", 3)
+    write_scores_dataset(config, store, night, changed, fleet, rows, tmp_path / "parts")
+    for code, name in enumerate(SEVERITIES):
+        whole = sorted((tmp_path / "whole" / f"severity={name}").glob("*.parquet"))
+        parts = sorted((tmp_path / "parts" / f"severity={name}").glob("*.parquet"))
+        expected_parts = max(1, -(-int(np.count_nonzero(store.severity == code)) // 3))
+        assert len(whole) == 1
+        assert len(parts) == expected_parts
+        joined = pa.concat_tables([pq.read_table(path) for path in parts])
+        assert joined.equals(pq.read_table(whole[0]))
