@@ -301,12 +301,14 @@ def _plan_id(
     """Fingerprint the exact scoring inputs, so checkpoints match only them."""
     digest = hashlib.blake2b(digest_size=12)
     digest.update(f"{night}|{config.fingerprint}|{base.night}".encode())
-    digest.update(np.ascontiguousarray(fleet.vin[plan.order]).tobytes())
-    digest.update(np.ascontiguousarray(plan.shard_start).tobytes())
-    digest.update(np.ascontiguousarray(plan.shard_lane).tobytes())
-    digest.update(np.ascontiguousarray(values).tobytes())
-    digest.update(np.ascontiguousarray(cohorts.of_vehicle[plan.order]).tobytes())
-    digest.update(np.ascontiguousarray(cohorts.p0).tobytes())
+    # Contiguous arrays are hashed through the buffer protocol, without a
+    # bytes copy of each one.
+    digest.update(np.ascontiguousarray(fleet.vin[plan.order]))
+    digest.update(np.ascontiguousarray(plan.shard_start))
+    digest.update(np.ascontiguousarray(plan.shard_lane))
+    digest.update(np.ascontiguousarray(values))
+    digest.update(np.ascontiguousarray(cohorts.of_vehicle[plan.order]))
+    digest.update(np.ascontiguousarray(cohorts.p0))
     return digest.hexdigest()
 
 

@@ -208,13 +208,14 @@ def argsort(vins: np.ndarray) -> np.ndarray:
     return order
 
 
-@numba.njit(cache=True)
+@numba.njit(parallel=True, cache=True)
 def _key_words(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split ``(n, 17)`` byte rows into big-endian words: bytes 0-7, bytes 8-15, byte 16."""
     count = codes.shape[0]
     first = np.empty(count, dtype=np.uint64)
     second = np.empty(count, dtype=np.uint64)
     last = np.empty(count, dtype=np.uint8)
-    for row in range(count):
+    for row in numba.prange(count):
         a = np.uint64(0)
         b = np.uint64(0)
         for position in range(8):
@@ -226,29 +227,36 @@ def _key_words(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return first, second, last
 
 
-@numba.njit(cache=True)
 def _sort_runs(order: np.ndarray, first: np.ndarray, second: np.ndarray, last: np.ndarray) -> None:
-    """Sort each run of equal first words by the second word, then the last byte (stable)."""
-    count = order.shape[0]
-    start = 0
-    while start < count:
-        stop = start + 1
-        while stop < count and first[order[stop]] == first[order[start]]:
-            stop += 1
-        if stop - start > 1:
-            # The first sort is not stable: row order first, then stable sorts.
-            run = np.sort(order[start:stop])
-            run = run[np.argsort(second[run], kind="mergesort")]
-            # Equal second words are rare: insertion sort on the last byte.
-            for i in range(1, run.shape[0]):
-                item = run[i]
-                j = i - 1
-                while j >= 0 and second[run[j]] == second[item] and last[run[j]] > last[item]:
-                    run[j + 1] = run[j]
-                    j -= 1
-                run[j + 1] = item
-            order[start:stop] = run
-        start = stop
+    """Sort each run of equal first words by row, second word and last byte, in place."""
+    if len(order) < 2:
+        return
+    ordered = first[order]
+    bounds = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
+    starts = np.concatenate(([0], bounds)).astype(np.int64)
+    stops = np.concatenate((bounds, [len(order)])).astype(np.int64)
+    long_runs = stops - starts > 1
+    _sort_each_run(order, starts[long_runs], stops[long_runs], second, last)
+
+
+@numba.njit(parallel=True, cache=True)
+def _sort_each_run(
+    order: np.ndarray, starts: np.ndarray, stops: np.ndarray, second: np.ndarray, last: np.ndarray
+) -> None:
+    for index in numba.prange(starts.shape[0]):
+        start, stop = starts[index], stops[index]
+        # The first sort is not stable: row order first, then stable sorts.
+        run = np.sort(order[start:stop])
+        run = run[np.argsort(second[run], kind="mergesort")]
+        # Equal second words are rare: insertion sort on the last byte.
+        for i in range(1, run.shape[0]):
+            item = run[i]
+            j = i - 1
+            while j >= 0 and second[run[j]] == second[item] and last[run[j]] > last[item]:
+                run[j + 1] = run[j]
+                j -= 1
+            run[j + 1] = item
+        order[start:stop] = run
 
 
 def unique(vins: np.ndarray) -> np.ndarray:
@@ -270,45 +278,48 @@ def lookup(sorted_vins: np.ndarray, query: np.ndarray) -> np.ndarray:
     """Return the row of each query VIN in ``sorted_vins`` (int64), -1 when absent."""
     if len(sorted_vins) == 0 or len(query) == 0:
         return np.full(len(query), -1, dtype=np.int64)
-    table, codes = as_codes(sorted_vins), as_codes(query)
+    query_words = _key_words(as_codes(query))
     # Sorted queries (most often the fleet's VINs) are merged in one
     # sequential pass, because a binary search per query misses the cache on
     # most steps in a large table.
-    if _rows_sorted(codes):
-        return _merge_rows(table, codes)
-    return _binary_search_rows(table, codes)
+    if _words_sorted(*query_words):
+        return _merge_words(*_key_words(as_codes(sorted_vins)), *query_words)
+    return _binary_search_rows(as_codes(sorted_vins), as_codes(query))
 
 
-@numba.njit(cache=True)
-def _compare_rows(a: np.ndarray, row_a: int, b: np.ndarray, row_b: int) -> int:
-    """Return -1, 0 or 1 as byte row ``a[row_a]`` sorts before, with or after ``b[row_b]``."""
-    for position in range(VIN_LENGTH):
-        x = a[row_a, position]
-        y = b[row_b, position]
-        if x != y:
-            return -1 if x < y else 1
+@numba.njit(cache=True, inline="always")
+def _words_order(a1: int, a2: int, a3: int, b1: int, b2: int, b3: int) -> int:
+    """Return -1, 0 or 1 as the VIN with words ``a`` sorts before, with or after the one with ``b``."""
+    if a1 != b1:
+        return -1 if a1 < b1 else 1
+    if a2 != b2:
+        return -1 if a2 < b2 else 1
+    if a3 != b3:
+        return -1 if a3 < b3 else 1
     return 0
 
 
 @numba.njit(cache=True)
-def _rows_sorted(codes: np.ndarray) -> bool:
-    """Return True when the byte rows are in non-decreasing order."""
-    for row in range(1, codes.shape[0]):
-        if _compare_rows(codes, row - 1, codes, row) > 0:
+def _words_sorted(first: np.ndarray, second: np.ndarray, last: np.ndarray) -> bool:
+    """Return True when the VINs given as key words are in non-decreasing order."""
+    for row in range(1, first.shape[0]):
+        if _words_order(first[row - 1], second[row - 1], last[row - 1], first[row], second[row], last[row]) > 0:
             return False
     return True
 
 
 @numba.njit(cache=True)
-def _merge_rows(table: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """Find sorted query rows in the sorted table in one pass (first match, -1 absent)."""
-    out = np.full(query.shape[0], -1, dtype=np.int64)
+def _merge_words(
+    t1: np.ndarray, t2: np.ndarray, t3: np.ndarray, q1: np.ndarray, q2: np.ndarray, q3: np.ndarray
+) -> np.ndarray:
+    """Find sorted query VINs in the sorted table in one pass (first match, -1 absent)."""
+    out = np.full(q1.shape[0], -1, dtype=np.int64)
     row = 0
-    rows = table.shape[0]
-    for q in range(query.shape[0]):
+    rows = t1.shape[0]
+    for q in range(q1.shape[0]):
         order = -1
         while row < rows:
-            order = _compare_rows(table, row, query, q)
+            order = _words_order(t1[row], t2[row], t3[row], q1[q], q2[q], q3[q])
             if order >= 0:
                 break
             row += 1
