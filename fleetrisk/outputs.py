@@ -254,7 +254,11 @@ def render_dealers(
     components: Sequence[dict[str, str]],
     generated_utc: dt.datetime,
 ) -> dict[str, str]:
-    """Write the dealer folders of the given dealer rows; return write times."""
+    """Write the dealer folders of the given dealer rows; return write times.
+
+    ``folder`` must be inside a staging folder: files are written in place,
+    and only publishing the staging folder makes them visible.
+    """
     written: dict[str, str] = {}
     lead_ranges = _dealer_ranges(leads)
     resolved = resolved.sort_by("dealer_id") if resolved.num_rows else resolved
@@ -272,6 +276,7 @@ def render_dealers(
             folder / dealer_id,
             components,
             generated_utc=generated_utc,
+            in_staging=True,
         )
         written[dealer_id] = dt.datetime.now(dt.UTC).isoformat()
     return written

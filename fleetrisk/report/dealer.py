@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from fleetrisk.report.csvsafe import FORMULA_PREFIXES, neutralise_cell
-from fleetrisk.report.files import format_utc, json_safe, write_atomic
+from fleetrisk.report.files import format_utc, json_safe, write_atomic, write_in_staging
 from fleetrisk.report.lead_html import (
     LeadRowsHtml,
     escalated_rows_html,
@@ -79,6 +79,7 @@ def write_dealer_outputs(
     *,
     generated_utc: datetime.datetime | None = None,
     durable: bool = False,
+    in_staging: bool = False,
 ) -> list[pathlib.Path]:
     """Write ``report.html``, ``leads.csv`` and ``portal.json`` for one dealer.
 
@@ -90,6 +91,10 @@ def write_dealer_outputs(
     writes them into a staging folder, and ``publish.Staging.publish`` flushes
     that whole file system once before the folder is renamed into place,
     which costs far less than one fsync per file.
+
+    With ``in_staging`` the files are written in place, without the
+    temporary name and rename: the caller's folder is a staging folder that
+    no reader sees before it is published, and a failed run discards it.
 
     Raises:
         ValueError: the dealer id does not match ``[A-Za-z0-9_-]{1,32}``, a
@@ -114,10 +119,13 @@ def write_dealer_outputs(
         "leads.csv": _leads_csv_bytes(rows),
         "portal.json": _portal_json_bytes(_portal_document(context)),
     }
-    paths = [
-        write_atomic(out_dir / name, data, durable=durable)
-        for name, data in contents.items()
-    ]
+    if in_staging:
+        paths = [write_in_staging(out_dir / name, data) for name, data in contents.items()]
+    else:
+        paths = [
+            write_atomic(out_dir / name, data, durable=durable)
+            for name, data in contents.items()
+        ]
     logger.debug(
         "dealer %s: wrote %d leads (%d resolved) to %s",
         dealer_id, len(rows), len(resolved_rows), out_dir,

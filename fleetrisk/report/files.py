@@ -24,6 +24,7 @@ __all__ = [
     "format_utc",
     "json_safe",
     "write_atomic",
+    "write_in_staging",
     "write_json_atomic",
 ]
 
@@ -66,6 +67,25 @@ def write_atomic(
         except FileNotFoundError:
             pass
         raise
+    return path
+
+
+def write_in_staging(path: pathlib.Path, data: bytes, mode: int = OUTPUT_FILE_MODE) -> pathlib.Path:
+    """Write ``path`` in place with ``mode``, for a folder no reader sees yet.
+
+    Only for files under a staging folder that is published whole: a run
+    that fails discards the folder, so no temporary name is needed.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags, mode)
+    try:
+        # os.open applies the umask to mode, so set it exactly.
+        os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
     return path
 
 
