@@ -6,6 +6,11 @@ datatype of ``row_bytes`` bytes, so a message of many gigabytes stays far
 below the 2**31 limit of MPI's int counts as long as a rank gets fewer than
 2**31 rows.
 
+``wait_for_all`` meets every rank at a barrier while sleeping between
+polls: MPICH's blocking collectives poll without sleeping, so a rank
+waiting for rank 0's serial stages would keep a core busy that rank 0
+could use.
+
 ``abort_on_failure`` wraps a rank's work: an exception is logged once with
 the rank, host, stage and shard, and the whole job is aborted with
 ``MPI.COMM_WORLD.Abort`` so no other rank waits forever in a collective.
@@ -18,6 +23,7 @@ import logging
 import os
 import socket
 import sys
+import time
 import traceback
 from collections.abc import Iterator, Sequence
 
@@ -108,6 +114,15 @@ def gather_rows(
     finally:
         rowtype.Free()
     return received
+
+
+def wait_for_all(comm: MPI.Intracomm, poll_s: float = 0.005) -> None:
+    """Wait until every rank calls this, sleeping ``poll_s`` between polls."""
+    if comm.Get_size() == 1:
+        return
+    request = comm.Ibarrier()
+    while not request.Test():
+        time.sleep(poll_s)
 
 
 def describe(comm: MPI.Intracomm) -> str:

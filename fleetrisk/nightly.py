@@ -145,6 +145,7 @@ def _run(options: Options, comm: MPI.Intracomm, stop: threading.Event) -> int:
         WHERE.stage = "prepare"
         faults.stage("prepare")
         header, prepared, resumed = _prepare_on_root(options, config, lake, state_dir, timer)
+    commlib.wait_for_all(comm)
     header = comm.bcast(header, root=0)
     if header["exit"] is not None:
         return int(header["exit"])
@@ -391,6 +392,7 @@ def _publish_priority(
             "folder": str(staging.folder("dealers")),
             "leads": leads.num_rows,
         }
+    commlib.wait_for_all(comm)
     payload = comm.bcast(payload, root=0)
     assert payload is not None
     try:
@@ -476,6 +478,7 @@ def _finish(
                     "leads_ipc": context["leads_ipc"],
                     "resolved_ipc": context["resolved_ipc"],
                 }
+    commlib.wait_for_all(comm)
     decision = comm.bcast(decision, root=0)
     if decision["exit"] is not None:
         return int(decision["exit"])
@@ -494,6 +497,7 @@ def _finish(
         peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         everything = comm.gather((written, peak_rss), root=0)
     if rank != 0:
+        commlib.wait_for_all(comm)
         return int(comm.bcast(None, root=0))
 
     assert prepared is not None and everything is not None
@@ -505,6 +509,7 @@ def _finish(
         options, config, prepared, context, written_all, dead_letters, alerts, timer,
         started_utc, started_s, throughput, state_dir, faults, size,
     )
+    commlib.wait_for_all(comm)
     return int(comm.bcast(code, root=0))
 
 
