@@ -8,9 +8,10 @@ For vehicle v, component c and stressor s (SPEC risk model)::
     risk   = 1 - prod_c (1 - p[c])
 
 plus revenue ``sum_c p[c] * cost[c]``, the top component (first on a tie),
-the severity code and the reason stressors: the ``R`` stressors with the
-largest ``log(1 + (lr - 1) * x)`` for the top component (positive ones only,
-ties to the earlier stressor). All arithmetic is float64.
+the severity code and, for leads (severity MODERATE or above), the reason
+stressors: the ``R`` stressors with the largest ``log(1 + (lr - 1) * x)``
+for the top component (positive ones only, ties to the earlier stressor).
+All arithmetic is float64.
 
 Compiled kernels are cached on disk (``NUMBA_CACHE_DIR``) so ranks after the
 first start without compiling.
@@ -95,12 +96,17 @@ def _score_one(
     severity_out[v] = severity
 
     # Reasons: insertion into a short sorted list of the largest log terms,
-    # in stressor order so that a tie keeps the earlier stressor.
+    # in stressor order so that a tie keeps the earlier stressor. Only leads
+    # (MODERATE and above) get reasons, so LOW vehicles skip the logarithms.
     n_reasons = reason_out.shape[1]
     for r in range(n_reasons):
         reason_out[v, r] = NO_REASON
         best[r] = -1.0
-    for k in range(n_active):
+    if severity == 0:
+        n_active_for_reasons = 0
+    else:
+        n_active_for_reasons = n_active
+    for k in range(n_active_for_reasons):
         s = active[k]
         step = lr_minus_one[s, top] * x[s]
         if step <= 0.0:

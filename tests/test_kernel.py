@@ -265,8 +265,9 @@ def reference_scores(
     top = p.argmax(axis=1)  # the first maximum on a tie
     severity = (risk[:, None] >= bounds[None, :]).sum(axis=1)
 
+    # Reasons are given to leads only (MODERATE and above).
     reasons = np.full((len(values), n_reasons), -1)
-    for v in range(len(values)):
+    for v in np.flatnonzero(severity >= 1):
         terms = np.log(factor[v, :, top[v]])
         ranked = [s for s in np.argsort(-terms, kind="stable") if terms[s] > 0]
         for slot, stressor in enumerate(ranked[:n_reasons]):
