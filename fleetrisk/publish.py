@@ -27,6 +27,7 @@ import sys
 import time
 import uuid
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -70,20 +71,23 @@ class Staging:
         return sorted(p for p in self.path.rglob("*") if p.is_file())
 
     def manifest(self, extra: Mapping[str, Any]) -> Path:
-        """Write ``manifest.json`` listing every file with size and sha256."""
-        entries = []
-        for path in self.files():
-            relative = path.relative_to(self.path).as_posix()
-            if relative == "manifest.json":
-                continue
+        """Write ``manifest.json`` listing every file with size and sha256.
+
+        Files are hashed on two threads: hashlib releases the GIL while it
+        hashes a block.
+        """
+        paths = [p for p in self.files() if p.relative_to(self.path).as_posix() != "manifest.json"]
+
+        def entry(path: Path) -> dict[str, Any]:
             os.chmod(path, FILE_MODE)
-            entries.append(
-                {
-                    "path": relative,
-                    "bytes": path.stat().st_size,
-                    "sha256": sha256_file(path),
-                }
-            )
+            return {
+                "path": path.relative_to(self.path).as_posix(),
+                "bytes": path.stat().st_size,
+                "sha256": sha256_file(path),
+            }
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            entries = list(pool.map(entry, paths))
         return self.write_json("manifest.json", dict(extra) | {"files": entries})
 
     def publish(self) -> Path:
