@@ -87,10 +87,8 @@ def _read(path: Path, config: configlib.ModelConfig) -> tuple[np.ndarray, np.nda
     code_of = np.empty(len(names), dtype=np.int64)
     code_of[rank] = np.arange(len(names))
     dealer = code_of[encoded.indices.to_numpy(zero_copy_only=False)]
-    p0 = np.column_stack([table.column(f"p0_{n}").to_numpy() for n in config.component_names])
-    values = np.column_stack(
-        [table.column(f"v_{n}").to_numpy(zero_copy_only=False) for n in config.stressor_names]
-    )
+    p0 = lakelib.float_matrix(table, [f"p0_{n}" for n in config.component_names])
+    values = lakelib.float_matrix(table, [f"v_{n}" for n in config.stressor_names])
     return vins, dealer, [names[i] for i in rank], p0, values
 
 

@@ -1,6 +1,9 @@
 """Turn a ``benchmarks/run.py --json`` result into the Markdown tables of docs/benchmarks.md.
 
-Usage: python benchmarks/report.py RESULTS.json
+Usage: python benchmarks/report.py RESULTS.json [MORE.json ...]
+
+Several files (for example one run per fleet size) are reported together;
+the machine line comes from the first.
 """
 
 from __future__ import annotations
@@ -65,7 +68,13 @@ def peers_table(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    results = json.loads(Path(argv[1]).read_text())
+    if len(argv) < 2:
+        print("usage: report.py RESULTS.json [MORE.json ...]", file=sys.stderr)
+        return 2
+    files = [json.loads(Path(name).read_text()) for name in argv[1:]]
+    results = files[0] | {
+        key: [row for result in files for row in result[key]] for key in ("nights", "kernel", "peers")
+    }
     machine = results["machine"]
     print(
         f"Machine: {machine['cpu']}, {machine['cores']} cores,"

@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import vin as vinlib
-from .lake import Lake, Partition
+from .lake import Lake, Partition, float_column
 from .registry import NO_DATE, day_number, mix, stable_hash
 from .rejects import Rejects
 
@@ -248,7 +248,7 @@ def _check_rows(
         .to_numpy(zero_copy_only=False)
         .astype(np.int32)
     )
-    odometer = table.column("odometer_km").to_numpy(zero_copy_only=False).astype(float)
+    odometer = float_column(table.column("odometer_km"))
     missing, future = date_reasons
     checks = (
         (missing, date == NO_DATE),
@@ -290,9 +290,7 @@ def fold_telematics(
     # A hash over every column decides whether two rows are equal.
     columns = list(state.features)
     values = {
-        name: null_sentinels(
-            name, table.column(name).to_numpy(zero_copy_only=False).astype(float)
-        )
+        name: null_sentinels(name, float_column(table.column(name)))
         for name in columns
     }
     dtc_text = pc.binary_join(

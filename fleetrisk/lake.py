@@ -20,9 +20,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+import numba
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
@@ -149,6 +151,76 @@ class Lake:
             empty = pa.schema([(name, kind) for name, kind in wanted.items()])
             return empty.empty_table(), 0
         return pa.concat_tables(conformed, promote_options="default"), len(files)
+
+
+def float_column(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Return a numeric column as float64 with NaN for null, in one pass per chunk.
+
+    Float64 chunks are read straight from their Arrow buffers, with no
+    combined copy of the column; other types are converted by Arrow.
+    """
+    out = np.empty((1, len(column)))
+    _fill_float_row(out[0], column)
+    return out[0]
+
+
+def float_matrix(table: pa.Table, names: Sequence[str]) -> np.ndarray:
+    """Return numeric columns as one C-ordered ``(rows, len(names))`` float64 array, NaN for null.
+
+    Each column is first written to its own contiguous row, then the rows
+    are transposed block by block: writing the columns straight into the
+    row-major result would stride over all of it once per column.
+    """
+    by_column = np.empty((len(names), table.num_rows))
+    for position, name in enumerate(names):
+        _fill_float_row(by_column[position], table.column(name))
+    return _transpose_blocked(by_column)
+
+
+def _fill_float_row(out: np.ndarray, column: pa.ChunkedArray | pa.Array) -> None:
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    start = 0
+    for chunk in chunks:
+        count = len(chunk)
+        stop = start + count
+        if count == 0:
+            continue
+        if not pa.types.is_float64(chunk.type):
+            out[start:stop] = chunk.to_numpy(zero_copy_only=False).astype(np.float64)
+        else:
+            validity, data = chunk.buffers()[0], chunk.buffers()[1]
+            values = np.frombuffer(data, dtype=np.float64)[chunk.offset : chunk.offset + count]
+            if validity is None or chunk.null_count == 0:
+                out[start:stop] = values
+            else:
+                bits = np.frombuffer(validity, dtype=np.uint8)
+                _copy_with_nan(out[start:stop], values, bits, chunk.offset)
+        start = stop
+
+
+@numba.njit(cache=True)
+def _copy_with_nan(out: np.ndarray, values: np.ndarray, validity: np.ndarray, offset: int) -> None:
+    """Copy ``values`` into ``out``, NaN where the Arrow validity bit is 0."""
+    for index in range(values.shape[0]):
+        bit = offset + index
+        if (validity[bit >> 3] >> (bit & 7)) & 1:
+            out[index] = values[index]
+        else:
+            out[index] = np.nan
+
+
+@numba.njit(parallel=True, cache=True)
+def _transpose_blocked(by_column: np.ndarray) -> np.ndarray:
+    """Return the ``(k, n)`` array as a C-ordered ``(n, k)`` one, 4,096 rows per block."""
+    columns, rows = by_column.shape
+    out = np.empty((rows, columns))
+    for block in numba.prange((rows + 4095) // 4096):
+        first = block * 4096
+        last = min(rows, first + 4096)
+        for column in range(columns):
+            for row in range(first, last):
+                out[row, column] = by_column[column, row]
+    return out
 
 
 def conform(
