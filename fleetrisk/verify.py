@@ -106,8 +106,14 @@ def verify(
             print(f"  {name}: {count}")
     for row in np.flatnonzero(bad)[:5]:
         vin = vins[rows[row]].decode()
-        print(
-            f"  {vin[:11]}******: recomputed {SEVERITIES[scores.severity[rows[row]]]}"
+        recomputed = (
+            f"recomputed {SEVERITIES[scores.severity[rows[row]]]}"
             f" risk {scores.risk[rows[row]]:.6f}"
         )
+        if present[row]:
+            kept = found[row]
+            stored_text = f"stored {SEVERITIES[stored.severity[kept]]} risk {stored.risk[kept]:.6f}"
+        else:
+            stored_text = "not in the stored scores"
+        print(f"  {vin[:11]}******: {recomputed}, {stored_text}")
     return 0 if not bad.any() and not extra else 1

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import h5py
 import pytest
 
 HISTORY_COLUMNS = {"changed", "scored_on"}
@@ -130,6 +131,26 @@ def test_verify_delta_chain(chain: Any, cli: Any) -> None:
     assert result.returncode == 0, result.describe()
     size = chain.summary(night)["vehicles_total"]
     assert f"verify {night}: {size} vehicles compared, 0 differ" in result.stdout
+
+
+def test_verify_shows_stored_and_recomputed(chain: Any, cli: Any, tmp_path: Path) -> None:
+    # Change one stored risk: verify names the vehicle (masked) with both values.
+    night = chain.nights[-1]
+    state = tmp_path / "S"
+    shutil.copytree(chain.state, state)
+    generation = state / json.loads((state / "CURRENT").read_text())["file"]
+    with h5py.File(generation, "r+") as h5:
+        vin = h5["scores/vin"][0].decode()
+        recomputed_risk = float(h5["scores/risk"][0])
+        h5["scores/risk"][0] = 0.5
+    result = cli.run(
+        "verify", "--lake", chain.lake, "--state", state, "--date", night.isoformat()
+    )
+    assert result.returncode == 1, result.describe()
+    line = next(text for text in result.stdout.splitlines() if text.startswith(f"  {vin[:11]}******:"))
+    assert f"risk {recomputed_risk:.6f}, stored " in line
+    assert line.endswith("risk 0.500000")
+    assert vin not in result.stdout
 
 
 def test_verify_wrong_night(chain: Any, cli: Any) -> None:
