@@ -78,6 +78,11 @@ def _distinct(keys: np.ndarray, fleet: Fleet) -> tuple[np.ndarray, np.ndarray]:
         return np.unique(keys, return_inverse=True)
     first_year = int(fleet.model_year.min())
     years = int(fleet.model_year.max()) - first_year + 1
+    codes = (int(fleet.model.max()) + 1) * years * 8
+    if codes > 4 * len(keys) + 65536:
+        # An outlying model year would make the dense numbering huge.
+        unique_keys, of_vehicle = np.unique(keys, return_inverse=True)
+        return unique_keys, of_vehicle.ravel()
     dense = (
         fleet.model.astype(np.int64) * years + (fleet.model_year.astype(np.int64) - first_year)
     ) * 8 + fleet.powertrain.astype(np.int64)

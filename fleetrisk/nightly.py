@@ -364,38 +364,38 @@ def _publish_priority(
     payload: dict[str, Any] | None = None
     staging: Staging | None = None
     leads: Any = None
-    if rank == 0:
-        assert prepared is not None
-        n_components = len(config.component_names)
-        n_reasons = int(config.run["reasons_per_lead"])
-        results = ShardResults.concatenate(gathered, n_components, n_reasons)
-        lane = header["shard_lane"]
-        in_lane = np.isin(results.shard_ids, np.flatnonzero(lane == partition.PRIORITY))
-        priority_shards = set(results.shard_ids[in_lane].tolist())
-        starts, stops = header["shard_start"], header["shard_stop"]
-        positions = [np.arange(starts[s], stops[s]) for s in sorted(priority_shards)]
-        wanted = np.concatenate(positions) if positions else np.empty(0, np.int64)
-        keep = np.isin(results.positions, wanted)
-        partial = ShardResults(
-            results.shard_ids, *(getattr(results, n)[keep] for n in ("positions", "p", "risk", "revenue", "top", "severity", "reasons"))
-        )
-        merged = outputs.merge_store(prepared, partial, config, partial=True)
-        leads = outputs.leads_table(config, merged, prepared)
-        staging = Staging(options.out / "priority", options.night.isoformat())
-        pq.write_table(leads, staging.path / "leads.parquet", compression="zstd")
-        dealers = outputs.dealer_records(prepared, options.night)
-        with_leads = set(leads.column("dealer_id").to_pylist())
-        payload = {
-            "dealers": dealers,
-            "rows": [i for i, d in enumerate(dealers) if d["dealer_id"] in with_leads],
-            "leads_ipc": _to_ipc(leads) if size > 1 else b"",
-            "folder": str(staging.folder("dealers")),
-            "leads": leads.num_rows,
-        }
-    commlib.wait_for_all(comm)
-    payload = comm.bcast(payload, root=0)
-    assert payload is not None
     try:
+        if rank == 0:
+            assert prepared is not None
+            n_components = len(config.component_names)
+            n_reasons = int(config.run["reasons_per_lead"])
+            results = ShardResults.concatenate(gathered, n_components, n_reasons)
+            lane = header["shard_lane"]
+            in_lane = np.isin(results.shard_ids, np.flatnonzero(lane == partition.PRIORITY))
+            priority_shards = set(results.shard_ids[in_lane].tolist())
+            starts, stops = header["shard_start"], header["shard_stop"]
+            positions = [np.arange(starts[s], stops[s]) for s in sorted(priority_shards)]
+            wanted = np.concatenate(positions) if positions else np.empty(0, np.int64)
+            keep = np.isin(results.positions, wanted)
+            partial = ShardResults(
+                results.shard_ids, *(getattr(results, n)[keep] for n in ("positions", "p", "risk", "revenue", "top", "severity", "reasons"))
+            )
+            merged = outputs.merge_store(prepared, partial, config, partial=True)
+            leads = outputs.leads_table(config, merged, prepared)
+            staging = Staging(options.out / "priority", options.night.isoformat())
+            pq.write_table(leads, staging.path / "leads.parquet", compression="zstd")
+            dealers = outputs.dealer_records(prepared, options.night)
+            with_leads = set(leads.column("dealer_id").to_pylist())
+            payload = {
+                "dealers": dealers,
+                "rows": [i for i, d in enumerate(dealers) if d["dealer_id"] in with_leads],
+                "leads_ipc": _to_ipc(leads) if size > 1 else b"",
+                "folder": str(staging.folder("dealers")),
+                "leads": leads.num_rows,
+            }
+        commlib.wait_for_all(comm)
+        payload = comm.bcast(payload, root=0)
+        assert payload is not None
         if leads is None:
             leads = _from_ipc(payload["leads_ipc"])
         outputs.render_dealers(
@@ -403,7 +403,7 @@ def _publish_priority(
             outputs.RESOLVED_SCHEMA.empty_table(), options.night, Path(payload["folder"]),
             _components(config), deadlines.night_start_utc(options.night),
         )
-        comm.barrier()
+        commlib.wait_for_all(comm)
         if staging is not None:
             staging.manifest(
                 {"run_date": options.night.isoformat(), "lane": "priority", "leads": payload["leads"]}

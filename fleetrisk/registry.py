@@ -100,9 +100,11 @@ def encode_rows(column: pa.ChunkedArray | pa.Array, rows: np.ndarray) -> tuple[n
     np.minimum.at(first, picked[known], np.flatnonzero(known))
     present = np.flatnonzero(first < len(picked))
     present = present[np.argsort(first[present], kind="stable")]
-    renumber = np.full(len(values), -1, dtype=np.int32)
+    # One slot more than there are values: code -1 (null) reads the last
+    # slot, which stays -1, also when every value is null.
+    renumber = np.full(len(values) + 1, -1, dtype=np.int32)
     renumber[present] = np.arange(len(present), dtype=np.int32)
-    out = np.where(known, renumber[np.maximum(picked, 0)], -1).astype(np.int32)
+    out = renumber[picked]
     return out, [values[int(code)] for code in present]
 
 

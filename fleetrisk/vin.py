@@ -245,17 +245,11 @@ def _sort_each_run(
 ) -> None:
     for index in numba.prange(starts.shape[0]):
         start, stop = starts[index], stops[index]
-        # The first sort is not stable: row order first, then stable sorts.
+        # The first sort is not stable: row order first, then stable sorts
+        # on the last byte and on the second word.
         run = np.sort(order[start:stop])
+        run = run[np.argsort(last[run], kind="mergesort")]
         run = run[np.argsort(second[run], kind="mergesort")]
-        # Equal second words are rare: insertion sort on the last byte.
-        for i in range(1, run.shape[0]):
-            item = run[i]
-            j = i - 1
-            while j >= 0 and second[run[j]] == second[item] and last[run[j]] > last[item]:
-                run[j + 1] = run[j]
-                j -= 1
-            run[j + 1] = item
         order[start:stop] = run
 
 

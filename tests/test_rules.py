@@ -671,3 +671,28 @@ def test_cohort_numbering_matches_unique() -> None:
     got_keys, got_codes = baseline._distinct(keys, fleet)
     assert got_keys.tolist() == expected_keys.tolist()
     assert got_codes.tolist() == expected_codes.ravel().tolist()
+
+
+def test_encode_rows_all_null() -> None:
+    column = pa.chunked_array([pa.array([None, None, None], pa.string())])
+    codes, values = encode_rows(column, np.array([2, 0]))
+    assert values == []
+    assert codes.tolist() == [-1, -1]
+
+
+def test_cohort_numbering_outlying_year() -> None:
+    # One sentinel-like model year must not size the numbering by its range.
+    fleet = SimpleNamespace(
+        model=np.array([3, 0, 3, 1], np.int32),
+        model_year=np.array([2019, -32768, 2019, 2020], np.int16),
+        powertrain=np.array([0, 2, 0, 1], np.int8),
+    )
+    keys = (
+        fleet.model.astype(np.int64) * 65536 * 8
+        + (fleet.model_year.astype(np.int64) + 32768) * 8
+        + fleet.powertrain.astype(np.int64)
+    )
+    expected_keys, expected_codes = np.unique(keys, return_inverse=True)
+    got_keys, got_codes = baseline._distinct(keys, fleet)
+    assert got_keys.tolist() == expected_keys.tolist()
+    assert got_codes.tolist() == expected_codes.ravel().tolist()

@@ -19,6 +19,7 @@ from fleetrisk.vin import (
     PLACEHOLDER,
     REASONS,
     VALID,
+    argsort,
     check_digit,
     is_valid,
     lookup,
@@ -285,3 +286,13 @@ def test_lookup_edges() -> None:
     assert lookup(table, np.sort(query)).tolist() == [-1, 0, 1, -1]
     assert lookup(np.empty(0, "S17"), query).tolist() == [-1, -1, -1, -1]
     assert lookup(table, np.empty(0, "S17")).tolist() == []
+
+
+def test_argsort_matches_numpy_stable() -> None:
+    rng = np.random.default_rng(17)
+    shared = _vin_shaped(rng, 4000, 3)
+    # Many VINs share their first 16 bytes and differ only in the last one.
+    tail_only = np.array([b"1FTEW1E40KKA1234" + bytes([c]) for c in rng.integers(48, 58, 3000)], "S17")
+    padded = np.array([b"", b"1", b"1FTEW1E40KKA1234", b"\xff" * 17], "S17")
+    for vins in (shared, tail_only, np.concatenate([shared, tail_only, padded]), padded[:1]):
+        assert argsort(vins).tolist() == np.argsort(vins, kind="stable").tolist()
