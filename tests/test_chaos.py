@@ -15,6 +15,7 @@ every 200 vehicles; ``pytest tests/test_chaos.py --chaos-runs N`` runs more.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import random
@@ -200,6 +201,15 @@ def launch(
     return process.returncode, output, time.perf_counter() - started
 
 
+def assert_complete(folder: Path, description: str) -> None:
+    """Check that every file the manifest lists is there with its sha256."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["files"], description
+    for entry in manifest["files"]:
+        data = (folder / entry["path"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"], f"{description}: {entry['path']}"
+
+
 def test_chaos_run(
     chaos_seed: int,
     chaos_lake: Path,
@@ -222,9 +232,13 @@ def test_chaos_run(
         f"seed {chaos_seed}: {kind} {fault!r} term_after={term_after_s}"
         f" on {fault_ranks} rank(s), exit {code} after {wall_s:.1f} s"
     )
-    if code not in (0, 4):
+    published = out / NIGHT.isoformat()
+    if code not in (0, 4) and published.exists():
+        # The signal came after the publish switch (the launcher still
+        # reports it): the folder must be whole, never partial.
+        assert_complete(published, description)
+    elif code not in (0, 4):
         # A failed night publishes nothing and keeps the watermark.
-        assert not (out / NIGHT.isoformat()).exists(), description
         assert not (state / "CURRENT").exists(), description
 
     resumed = cli.nightly(
