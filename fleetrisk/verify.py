@@ -111,8 +111,11 @@ def verify(
             f" risk {scores.risk[rows[row]]:.6f}"
         )
         if present[row]:
-            kept = found[row]
-            stored_text = f"stored {SEVERITIES[stored.severity[kept]]} risk {stored.risk[kept]:.6f}"
+            stored_row = found[row]
+            stored_text = (
+                f"stored {SEVERITIES[stored.severity[stored_row]]}"
+                f" risk {stored.risk[stored_row]:.6f}"
+            )
         else:
             stored_text = "not in the stored scores"
         print(f"  {vin[:11]}******: {recomputed}, {stored_text}")

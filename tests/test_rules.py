@@ -654,6 +654,15 @@ def test_encode_rows_matches_encoding_taken_rows() -> None:
     assert codes.tolist() == [0, 1, -1, 1, 0]
 
 
+def _cohort_keys(fleet: SimpleNamespace) -> np.ndarray:
+    """Return the cohort keys as baseline.compute forms them."""
+    return (
+        fleet.model.astype(np.int64) * 65536 * 8
+        + (fleet.model_year.astype(np.int64) + 32768) * 8
+        + fleet.powertrain.astype(np.int64)
+    )
+
+
 def test_cohort_numbering_matches_unique() -> None:
     rng = np.random.default_rng(11)
     count = 20_000
@@ -662,11 +671,7 @@ def test_cohort_numbering_matches_unique() -> None:
         model_year=rng.integers(1998, 2027, count).astype(np.int16),
         powertrain=rng.integers(0, 4, count).astype(np.int8),
     )
-    keys = (
-        fleet.model.astype(np.int64) * 65536 * 8
-        + (fleet.model_year.astype(np.int64) + 32768) * 8
-        + fleet.powertrain.astype(np.int64)
-    )
+    keys = _cohort_keys(fleet)
     expected_keys, expected_codes = np.unique(keys, return_inverse=True)
     got_keys, got_codes = baseline._distinct(keys, fleet)
     assert got_keys.tolist() == expected_keys.tolist()
@@ -687,11 +692,7 @@ def test_cohort_numbering_outlying_year() -> None:
         model_year=np.array([2019, -32768, 2019, 2020], np.int16),
         powertrain=np.array([0, 2, 0, 1], np.int8),
     )
-    keys = (
-        fleet.model.astype(np.int64) * 65536 * 8
-        + (fleet.model_year.astype(np.int64) + 32768) * 8
-        + fleet.powertrain.astype(np.int64)
-    )
+    keys = _cohort_keys(fleet)
     expected_keys, expected_codes = np.unique(keys, return_inverse=True)
     got_keys, got_codes = baseline._distinct(keys, fleet)
     assert got_keys.tolist() == expected_keys.tolist()
