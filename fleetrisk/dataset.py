@@ -96,7 +96,7 @@ def build_scores_table(
     ``fleet_rows`` gives each store row's fleet row; ``changed`` marks the
     store rows rescored tonight. ``rows`` picks the store rows to build, in
     that order (all of them by default), so a caller that needs a part of
-    the fleet never holds a table of all of it.
+    the fleet never builds a table of the whole fleet.
     """
 
     def pick(values: np.ndarray) -> np.ndarray:
@@ -150,7 +150,7 @@ SCORE_COLUMNS_EXCLUDED = ("model", "model_year", "powertrain", "severity")
 
 
 # Rows per parquet file of the scores dataset. Parts are built and written on
-# two threads, and a part is the largest table held at once.
+# two threads, and a part is the largest table in memory at once.
 PART_ROWS = 2_000_000
 
 

@@ -357,7 +357,7 @@ def _publish_priority(
 ) -> None:
     """Publish the priority lane's leads before the standard lane starts.
 
-    Rank 0 builds the leads; every rank renders its share of the dealers
+    Rank 0 builds the leads. Every rank renders its share of the dealers
     that have one, and rank 0 publishes the folder.
     """
     rank, size = comm.Get_rank(), comm.Get_size()
@@ -375,8 +375,8 @@ def _publish_priority(
             priority_shards = set(results.shard_ids[in_lane].tolist())
             starts, stops = header["shard_start"], header["shard_stop"]
             positions = [np.arange(starts[s], stops[s]) for s in sorted(priority_shards)]
-            wanted = np.concatenate(positions) if positions else np.empty(0, np.int64)
-            keep = np.isin(results.positions, wanted)
+            priority_positions = np.concatenate(positions) if positions else np.empty(0, np.int64)
+            keep = np.isin(results.positions, priority_positions)
             partial = ShardResults(
                 results.shard_ids, *(getattr(results, n)[keep] for n in ("positions", "p", "risk", "revenue", "top", "severity", "reasons"))
             )
